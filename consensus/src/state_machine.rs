@@ -1,0 +1,231 @@
+//! The replicated state machine: applies committed entries to the in-memory [`Ledger`] and keeps
+//! snapshots of it, durably, in its own redb file (separate from the Raft log).
+//!
+//! Durability comes from the pair: the fsync'd log holds every committed entry after the last
+//! snapshot, and the fsync'd snapshot holds everything before it. On restart the state is the
+//! last snapshot, and openraft re-applies the committed log after it.
+//! **Invariant:** a snapshot is fsync'd before openraft may purge the log behind it.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use ledger::{Currency, Ledger, Outcome, LEDGER_FORMAT_VERSION};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{AnyError, EntryPayload, StorageIOError};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const SNAPSHOTS: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshots");
+
+/// What a snapshot holds, versioned because postcard is not self-describing.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    version: u32,
+    ledger: Ledger,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The state every reader sees: the ledger and how far it has applied.
+#[derive(Debug)]
+pub struct Applied {
+    pub ledger: Ledger,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// A read handle on a group's applied state, for queries (after a linearizable barrier).
+#[derive(Clone)]
+pub struct StateReader {
+    state: Arc<RwLock<Applied>>,
+}
+
+impl StateReader {
+    /// Read access; never held across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.state.read().expect("state lock poisoned: a panic while applying stops the node")
+    }
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    state: Arc<RwLock<Applied>>,
+    db: Arc<Database>,
+    group: u32,
+    snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
+}
+
+fn snap_write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
+}
+
+fn snap_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_snapshot(None, AnyError::new(&e)).into()
+}
+
+/// Opens (or creates) the node's state-machine database.
+pub fn open_sm_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
+    Ok(Arc::new(Database::create(path)?))
+}
+
+fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, StorageError> {
+    let txn = db.begin_read().map_err(snap_read_err)?;
+    let table = match txn.open_table(SNAPSHOTS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(snap_read_err(e)),
+    };
+    match table.get(group).map_err(snap_read_err)? {
+        Some(bytes) => Ok(Some(postcard::from_bytes(bytes.value()).map_err(snap_read_err)?)),
+        None => Ok(None),
+    }
+}
+
+fn decode_body(data: &[u8]) -> Result<Ledger, StorageError> {
+    let body: SnapshotBody = postcard::from_bytes(data).map_err(snap_read_err)?;
+    if body.version != LEDGER_FORMAT_VERSION {
+        let message = format!("snapshot format {} is not {LEDGER_FORMAT_VERSION}", body.version);
+        return Err(snap_read_err(std::io::Error::other(message)));
+    }
+    // Assert in pairs: the invariants held when written; check them again after reading.
+    body.ledger.check_invariants();
+    Ok(body.ledger)
+}
+
+impl StateMachineStore {
+    /// Loads the group's last snapshot, or starts a fresh ledger in `currency`.
+    pub fn open(db: Arc<Database>, group: u32, currency: Currency) -> Result<StateMachineStore, StorageError> {
+        let applied = match load_snapshot(&db, group)? {
+            Some(stored) => Applied {
+                ledger: decode_body(&stored.data)?,
+                last_applied: stored.meta.last_log_id,
+                membership: stored.meta.last_membership.clone(),
+            },
+            None => Applied { ledger: Ledger::new(currency), last_applied: None, membership: Default::default() },
+        };
+        Ok(StateMachineStore {
+            state: Arc::new(RwLock::new(applied)),
+            db,
+            group,
+            snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
+    }
+
+    pub fn reader(&self) -> StateReader {
+        StateReader { state: self.state.clone() }
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        self.state.write().expect("state lock poisoned: a panic while applying stops the node")
+    }
+
+    /// Persists a snapshot, fsync'd, on the blocking pool.
+    async fn persist(&self, stored: StoredSnapshot) -> Result<(), StorageError> {
+        let bytes = postcard::to_allocvec(&stored).map_err(snap_write_err)?;
+        let db = self.db.clone();
+        let group = self.group;
+        let work = move || -> Result<(), StorageError> {
+            let mut txn = db.begin_write().map_err(snap_write_err)?;
+            txn.set_durability(Durability::Immediate).map_err(snap_write_err)?;
+            {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(snap_write_err)?;
+                table.insert(group, bytes.as_slice()).map_err(snap_write_err)?;
+            }
+            txn.commit().map_err(snap_write_err)
+        };
+        tokio::task::spawn_blocking(work).await.map_err(snap_write_err)?
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (ledger, last_log_id, last_membership) = {
+            let state = self.state.read().expect("state lock poisoned");
+            (state.ledger.clone(), state.last_applied, state.membership.clone())
+        };
+        // Serialise outside the lock so apply is not held up.
+        let body = SnapshotBody { version: LEDGER_FORMAT_VERSION, ledger };
+        let data = postcard::to_allocvec(&body).map_err(snap_write_err)?;
+        let seq = self.snapshot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        self.persist(StoredSnapshot { meta: meta.clone(), data: data.clone() }).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.reader();
+        let state = state.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut outcomes = Vec::new();
+        let mut state = self.write_state();
+        for entry in entries {
+            assert!(
+                state.last_applied.is_none_or(|applied| applied.index < entry.log_id.index),
+                "entries are applied once, in order"
+            );
+            state.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Status(Ok(())),
+                EntryPayload::Normal(request) => state.ledger.apply(&request.command, request.at_ms),
+                EntryPayload::Membership(membership) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Outcome::Status(Ok(()))
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let ledger = decode_body(&data)?;
+        self.persist(StoredSnapshot { meta: meta.clone(), data }).await?;
+        let mut state = self.write_state();
+        state.ledger = ledger;
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let db = self.db.clone();
+        let group = self.group;
+        let stored = tokio::task::spawn_blocking(move || load_snapshot(&db, group)).await.map_err(sm_read_err)??;
+        Ok(stored.map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}

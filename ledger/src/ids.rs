@@ -1,0 +1,226 @@
+//! Identifiers: account ids (E.164 phone numbers or reserved system names), transfer ids,
+//! currencies and shard ids.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::TRANSFER_ID_BYTES_MAX;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("account id must be an E.164 number like +254700000001 or a system account name")]
+    AccountId,
+    #[error("transfer id must be 1-64 characters of [A-Za-z0-9._:-]")]
+    TransferId,
+    #[error("currency must be an ISO 4217 code of three capital letters")]
+    Currency,
+}
+
+/// The e-money float: the only account whose balance may go below zero.
+pub const FLOAT: &str = "float";
+/// Collected fees.
+pub const FEES: &str = "fees";
+const SYSTEM_NAMES: [&str; 2] = [FLOAT, FEES];
+
+/// An account id: an E.164 number (`+` then 8 to 15 digits, the first not 0) or a system name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(text: &str) -> Result<AccountId, IdError> {
+        if SYSTEM_NAMES.contains(&text) || is_e164(text) {
+            return Ok(AccountId(text.to_string()));
+        }
+        Err(IdError::AccountId)
+    }
+
+    pub fn float() -> AccountId {
+        AccountId(FLOAT.to_string())
+    }
+
+    pub fn fees() -> AccountId {
+        AccountId(FEES.to_string())
+    }
+
+    pub fn is_system(&self) -> bool {
+        SYSTEM_NAMES.contains(&self.0.as_str())
+    }
+
+    pub fn is_float(&self) -> bool {
+        self.0 == FLOAT
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_e164(text: &str) -> bool {
+    let Some(digits) = text.strip_prefix('+') else {
+        return false;
+    };
+    let length_ok = (8..=15).contains(&digits.len());
+    let all_digits = digits.bytes().all(|b| b.is_ascii_digit());
+    length_ok && all_digits && !digits.starts_with('0')
+}
+
+impl TryFrom<String> for AccountId {
+    type Error = IdError;
+    fn try_from(text: String) -> Result<Self, IdError> {
+        AccountId::parse(&text)
+    }
+}
+
+impl From<AccountId> for String {
+    fn from(id: AccountId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client-chosen transfer key: 1-64 characters of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TransferId(String);
+
+impl TransferId {
+    pub fn parse(text: &str) -> Result<TransferId, IdError> {
+        let length_ok = !text.is_empty() && text.len() <= TRANSFER_ID_BYTES_MAX;
+        let chars_ok = text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if length_ok && chars_ok {
+            return Ok(TransferId(text.to_string()));
+        }
+        Err(IdError::TransferId)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TransferId {
+    type Error = IdError;
+    fn try_from(text: String) -> Result<Self, IdError> {
+        TransferId::parse(&text)
+    }
+}
+
+impl From<TransferId> for String {
+    fn from(id: TransferId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An ISO 4217 alphabetic code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(text: &str) -> Result<Currency, IdError> {
+        let bytes = text.as_bytes();
+        if bytes.len() == 3 && bytes.iter().all(|b| b.is_ascii_uppercase()) {
+            return Ok(Currency([bytes[0], bytes[1], bytes[2]]));
+        }
+        Err(IdError::Currency)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // The constructor admits only ASCII capitals.
+        std::str::from_utf8(&self.0).expect("currency bytes are ASCII")
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = IdError;
+    fn try_from(text: String) -> Result<Self, IdError> {
+        Currency::parse(&text)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(currency: Currency) -> String {
+        currency.as_str().to_string()
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A shard: one Raft group owning a stable subset of accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShardId(pub u32);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The shard an account belongs to: FNV-1a over the id's bytes, modulo the shard count.
+/// Stable across versions and platforms; changing it re-homes every account.
+pub fn shard_of(account: &AccountId, shard_count: u32) -> ShardId {
+    assert!(shard_count > 0, "a cluster has at least one shard");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in account.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let index = hash.checked_rem(u64::from(shard_count)).expect("shard_count is not zero");
+    ShardId(u32::try_from(index).expect("remainder is below a u32 shard count"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_accepts_and_refuses() {
+        assert!(AccountId::parse("+254700000001").is_ok());
+        assert!(AccountId::parse("+12025550123").is_ok());
+        assert!(AccountId::parse("float").is_ok());
+        for bad in ["254700000001", "+0254700000", "+25470", "+2547000000011111", "+25470a000001", "", "+", "Float"] {
+            assert_eq!(AccountId::parse(bad), Err(IdError::AccountId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transfer_ids() {
+        assert!(TransferId::parse("abc-1.2_3:4").is_ok());
+        assert!(TransferId::parse(&"a".repeat(64)).is_ok());
+        assert!(TransferId::parse(&"a".repeat(65)).is_err());
+        assert!(TransferId::parse("").is_err());
+        assert!(TransferId::parse("a b").is_err());
+        assert!(TransferId::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn shard_hash_is_stable() {
+        // Golden values: changing the hash would re-home every account on upgrade.
+        let id = AccountId::parse("+254700000001").expect("valid");
+        assert_eq!(shard_of(&id, 1), ShardId(0));
+        let spread: std::collections::BTreeSet<u32> = (0..64)
+            .map(|i| shard_of(&AccountId::parse(&format!("+2547000{i:05}")).expect("valid"), 8).0)
+            .collect();
+        assert_eq!(spread.len(), 8, "64 sequential numbers cover all 8 shards");
+    }
+}

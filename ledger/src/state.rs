@@ -1,0 +1,635 @@
+//! The ledger state and its one deterministic `apply`.
+//!
+//! **Invariant:** the sum of all balances is 0 after every command; no account but `float` has a
+//! negative balance or available amount. Both are asserted (in release too): a broken money
+//! invariant stops the node instead of spreading.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount};
+use crate::codes::Code;
+use crate::command::{Command, Outcome};
+use crate::ids::{AccountId, Currency, TransferId};
+use crate::limits::{AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, EXPIRE_BATCH_MAX, STATEMENT_KEEP_MAX, TEXT_BYTES_MAX};
+use crate::limits::{TIMEOUT_S_MAX, TIMEOUT_S_MIN};
+use crate::tariff::Tariff;
+use crate::transfer::{Accepted, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome};
+use crate::transfer::{TransferRequest, TransferStatus};
+use crate::views::{AccountView, EntryView, Summary, TransferView};
+
+/// Version of the snapshot encoding of [`Ledger`]; bump on any change of its fields.
+pub const LEDGER_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    currency: Currency,
+    accounts: BTreeMap<AccountId, Account>,
+    transfers: BTreeMap<TransferId, Transfer>,
+    /// Pending transfers by deadline.
+    expiries: BTreeSet<(u64, TransferId)>,
+    tariff: Tariff,
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a.checked_add(b).expect("operands are bounded by BALANCE_MAX")
+}
+
+fn sub(a: i64, b: i64) -> i64 {
+    a.checked_sub(b).expect("operands are bounded by BALANCE_MAX")
+}
+
+fn signed(amount: u64) -> i64 {
+    i64::try_from(amount).expect("amounts are bounded by AMOUNT_MAX")
+}
+
+fn system_account(id: AccountId, name: &str, currency: Currency) -> Account {
+    Account {
+        id,
+        kind: AccountKind::System,
+        name: name.to_string(),
+        currency,
+        status: AccountStatus::Active,
+        balance: 0,
+        pending_out: 0,
+        pending_in: 0,
+        entries: Default::default(),
+        created_at_ms: 0,
+    }
+}
+
+/// Which account kinds a transfer kind may connect.
+fn kind_allows(kind: TransferKind, from: &Account, to: &Account) -> bool {
+    use AccountKind::{Agent, Customer, Merchant};
+    let from_float = from.id.is_float();
+    let to_float = to.id.is_float();
+    match kind {
+        TransferKind::P2p => from.kind == Customer && to.kind == Customer,
+        TransferKind::MerchantPayment | TransferKind::BillPayment => {
+            from.kind == Customer && to.kind == Merchant
+        }
+        TransferKind::CashIn => from.kind == Agent && to.kind == Customer,
+        TransferKind::CashOut => from.kind == Customer && to.kind == Agent,
+        TransferKind::Issue => from_float && to.kind != AccountKind::System,
+        // Anyone but the float may hand e-money back to it, `fees` included (revenue recognised).
+        TransferKind::Redeem => to_float && !from_float,
+        TransferKind::Reversal => false,
+    }
+}
+
+impl Ledger {
+    /// A fresh ledger holding only the system accounts `float` and `fees`.
+    pub fn new(currency: Currency) -> Ledger {
+        let mut accounts = BTreeMap::new();
+        accounts.insert(AccountId::float(), system_account(AccountId::float(), "e-money float", currency));
+        accounts.insert(AccountId::fees(), system_account(AccountId::fees(), "collected fees", currency));
+        Ledger { currency, accounts, transfers: BTreeMap::new(), expiries: BTreeSet::new(), tariff: Tariff::default() }
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn account(&self, id: &AccountId) -> Option<&Account> {
+        self.accounts.get(id)
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
+        self.transfers.get(id)
+    }
+
+    pub fn tariff(&self) -> &Tariff {
+        &self.tariff
+    }
+
+    /// Newest first, at most `limit` entries.
+    pub fn statement(&self, id: &AccountId, limit: usize) -> Option<Vec<EntryView>> {
+        let account = self.accounts.get(id)?;
+        Some(account.entries.iter().rev().take(limit).map(EntryView::of).collect())
+    }
+
+    /// The earliest deadline of a pending transfer, for the expiry timer.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiries.first().map(|(at_ms, _)| *at_ms)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut balance_sum: i128 = 0;
+        for account in self.accounts.values() {
+            balance_sum = balance_sum.checked_add(i128::from(account.balance)).expect("i128 holds any sum of i64");
+        }
+        let balance_of = |id: AccountId| self.accounts.get(&id).map_or(0, |a| a.balance);
+        Summary {
+            accounts: self.accounts.len() as u64,
+            transfers: self.transfers.len() as u64,
+            pending: self.expiries.len() as u64,
+            balance_sum: i64::try_from(balance_sum).expect("the sum is asserted to be 0"),
+            float_balance: balance_of(AccountId::float()),
+            fees_balance: balance_of(AccountId::fees()),
+        }
+    }
+
+    /// Full scan of the money invariants. Panics when one is broken.
+    pub fn check_invariants(&self) {
+        let mut sum: i128 = 0;
+        let mut pending_out: i128 = 0;
+        let mut pending_in: i128 = 0;
+        for account in self.accounts.values() {
+            sum = sum.checked_add(i128::from(account.balance)).expect("i128 holds any sum of i64");
+            pending_out = pending_out.checked_add(i128::from(account.pending_out)).expect("bounded");
+            pending_in = pending_in.checked_add(i128::from(account.pending_in)).expect("bounded");
+            if !account.id.is_float() {
+                assert!(account.balance >= 0, "account {} below zero", account.id);
+                assert!(account.available() >= 0, "account {} available below zero", account.id);
+            }
+            assert!(account.pending_out >= 0 && account.pending_in >= 0, "negative hold on {}", account.id);
+        }
+        assert_eq!(sum, 0, "money created or destroyed: balances sum to {sum}");
+        let mut held: i128 = 0;
+        let mut promised: i128 = 0;
+        for (_, id) in &self.expiries {
+            let transfer = self.transfers.get(id).expect("every expiry names a transfer");
+            assert_eq!(transfer.status, TransferStatus::Pending, "expiry for non-pending {id}");
+            let total = i128::from(transfer.amount).checked_add(i128::from(transfer.fee)).expect("bounded");
+            held = held.checked_add(total).expect("bounded");
+            promised = promised.checked_add(i128::from(transfer.amount)).expect("bounded");
+        }
+        assert_eq!(held, pending_out, "holds do not match pending transfers");
+        assert_eq!(promised, pending_in, "pending credits do not match pending transfers");
+    }
+
+    /// Applies one command at the leader-assigned time `at_ms`. Deterministic: the same state and
+    /// command give the same outcome and the same next state on every replica.
+    pub fn apply(&mut self, command: &Command, at_ms: u64) -> Outcome {
+        match command {
+            Command::CreateAccount(new) => Outcome::Account(self.create_account(new, at_ms)),
+            Command::Transfer(request) => Outcome::Transfer(self.transfer_once(request, at_ms)),
+            Command::Batch(requests) => {
+                if requests.len() > BATCH_MAX {
+                    return Outcome::Batch(Vec::new());
+                }
+                let results = requests.iter().map(|request| self.transfer_once(request, at_ms)).collect();
+                Outcome::Batch(results)
+            }
+            Command::Post(id) => Outcome::Record(self.post(id, at_ms)),
+            Command::Void(id) => Outcome::Record(self.void(id)),
+            Command::Reverse(request) => Outcome::Transfer(self.reverse(request, at_ms)),
+            Command::ExpirePending => Outcome::Expired { voided: self.expire(at_ms) },
+            Command::SetTariff(tariff) => {
+                if tariff.validate().is_err() {
+                    return Outcome::Status(Err(Code::InvalidRequest));
+                }
+                self.tariff = tariff.clone();
+                Outcome::Status(Ok(()))
+            }
+            Command::SetAccountStatus { id, status } => Outcome::Status(self.set_status(id, *status)),
+        }
+    }
+
+    fn create_account(&mut self, new: &NewAccount, at_ms: u64) -> Result<AccountView, Code> {
+        if new.kind == AccountKind::System || new.name.len() > TEXT_BYTES_MAX {
+            return Err(Code::InvalidRequest);
+        }
+        if self.accounts.contains_key(&new.id) || new.id.is_system() {
+            return Err(Code::AccountExists);
+        }
+        let account = Account {
+            id: new.id.clone(),
+            kind: new.kind,
+            name: new.name.clone(),
+            currency: new.currency,
+            status: AccountStatus::Active,
+            balance: 0,
+            pending_out: 0,
+            pending_in: 0,
+            entries: Default::default(),
+            created_at_ms: at_ms,
+        };
+        let view = AccountView::of(&account);
+        self.accounts.insert(new.id.clone(), account);
+        Ok(view)
+    }
+
+    fn set_status(&mut self, id: &AccountId, status: AccountStatus) -> Result<(), Code> {
+        if id.is_system() {
+            return Err(Code::KindNotAllowed);
+        }
+        let account = self.accounts.get_mut(id).ok_or(Code::AccountNotFound)?;
+        account.status = status;
+        Ok(())
+    }
+
+    /// Idempotent by id: a retry with an equal request gets the first answer back.
+    fn transfer_once(&mut self, request: &TransferRequest, at_ms: u64) -> TransferOutcome {
+        if let Some(existing) = self.transfers.get(&request.id) {
+            if existing.origin == Origin::Request(request.clone()) {
+                return existing.answer.clone();
+            }
+            return TransferOutcome::Refused { id: request.id.clone(), code: Code::IdConflict };
+        }
+        if let Err(code) = shape_check(request) {
+            return TransferOutcome::Refused { id: request.id.clone(), code };
+        }
+        let fee = match self.business_check(request) {
+            Ok(fee) => fee,
+            Err(code) => {
+                return self.record_rejection(
+                    Origin::Request(request.clone()),
+                    request.kind,
+                    (&request.from, &request.to),
+                    request.amount,
+                    code,
+                    at_ms,
+                );
+            }
+        };
+        if request.pending {
+            self.hold(request, fee, at_ms)
+        } else {
+            self.complete(request, fee, at_ms)
+        }
+    }
+
+    /// The business rules; returns the fee on success.
+    fn business_check(&self, request: &TransferRequest) -> Result<u64, Code> {
+        let from = self.accounts.get(&request.from).ok_or(Code::AccountNotFound)?;
+        let to = self.accounts.get(&request.to).ok_or(Code::AccountNotFound)?;
+        for account in [from, to] {
+            match account.status {
+                AccountStatus::Active => {}
+                AccountStatus::Frozen => return Err(Code::AccountFrozen),
+                AccountStatus::Closed => return Err(Code::AccountClosed),
+            }
+        }
+        if request.currency != from.currency || request.currency != to.currency {
+            return Err(Code::CurrencyMismatch);
+        }
+        if !kind_allows(request.kind, from, to) {
+            return Err(Code::KindNotAllowed);
+        }
+        if request.amount > self.tariff.amount_max(request.kind) {
+            return Err(Code::LimitExceeded);
+        }
+        let fee = self.tariff.fee(request.kind, request.amount);
+        let total = request.amount.checked_add(fee).ok_or(Code::LimitExceeded)?;
+        if total > AMOUNT_MAX {
+            return Err(Code::LimitExceeded);
+        }
+        if from.id.is_float() {
+            if sub(from.available(), signed(total)) < -BALANCE_MAX {
+                return Err(Code::LimitExceeded);
+            }
+        } else if from.available() < signed(total) {
+            return Err(Code::InsufficientFunds);
+        }
+        let to_after = add(add(to.balance, to.pending_in), signed(request.amount));
+        if to_after > BALANCE_MAX {
+            return Err(Code::LimitExceeded);
+        }
+        let fees = self.accounts.get(&AccountId::fees()).expect("fees exists from the first start");
+        if add(add(fees.balance, fees.pending_in), signed(fee)) > BALANCE_MAX {
+            return Err(Code::LimitExceeded);
+        }
+        Ok(fee)
+    }
+
+    fn record_rejection(
+        &mut self,
+        origin: Origin,
+        kind: TransferKind,
+        (from, to): (&AccountId, &AccountId),
+        amount: u64,
+        code: Code,
+        at_ms: u64,
+    ) -> TransferOutcome {
+        let id = match &origin {
+            Origin::Request(request) => request.id.clone(),
+            Origin::Reversal(request) => request.id.clone(),
+        };
+        let answer = TransferOutcome::Rejected { id: id.clone(), code };
+        let currency = match &origin {
+            Origin::Request(request) => request.currency,
+            Origin::Reversal(_) => self.accounts.get(from).map_or(self.currency, |a| a.currency),
+        };
+        let transfer = Transfer {
+            id: id.clone(),
+            kind,
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            fee: 0,
+            currency,
+            status: TransferStatus::Rejected,
+            code: Some(code),
+            created_at_ms: at_ms,
+            expires_at_ms: None,
+            reversed_by: None,
+            reverses: None,
+            origin,
+            answer: answer.clone(),
+        };
+        self.transfers.insert(id, transfer);
+        answer
+    }
+
+    fn complete(&mut self, request: &TransferRequest, fee: u64, at_ms: u64) -> TransferOutcome {
+        let moved = self.move_money(&request.id, request.kind, (&request.from, &request.to), (request.amount, fee), at_ms);
+        let answer = TransferOutcome::Accepted(Accepted {
+            id: request.id.clone(),
+            status: TransferStatus::Completed,
+            amount: request.amount,
+            fee,
+            from_balance: moved.0,
+            to_balance: moved.1,
+        });
+        self.insert_transfer(Origin::Request(request.clone()), request, fee, TransferStatus::Completed, at_ms, answer.clone());
+        answer
+    }
+
+    fn hold(&mut self, request: &TransferRequest, fee: u64, at_ms: u64) -> TransferOutcome {
+        let total = signed(request.amount.checked_add(fee).expect("checked in business_check"));
+        let from = self.accounts.get_mut(&request.from).expect("checked in business_check");
+        from.pending_out = add(from.pending_out, total);
+        let from_balance = from.balance;
+        if !from.id.is_float() {
+            assert!(from.available() >= 0, "hold overdrew {}", from.id);
+        }
+        let to = self.accounts.get_mut(&request.to).expect("checked in business_check");
+        to.pending_in = add(to.pending_in, signed(request.amount));
+        let to_balance = to.balance;
+        let answer = TransferOutcome::Accepted(Accepted {
+            id: request.id.clone(),
+            status: TransferStatus::Pending,
+            amount: request.amount,
+            fee,
+            from_balance,
+            to_balance,
+        });
+        self.insert_transfer(Origin::Request(request.clone()), request, fee, TransferStatus::Pending, at_ms, answer.clone());
+        answer
+    }
+
+    fn insert_transfer(
+        &mut self,
+        origin: Origin,
+        request: &TransferRequest,
+        fee: u64,
+        status: TransferStatus,
+        at_ms: u64,
+        answer: TransferOutcome,
+    ) {
+        let expires_at_ms = if status == TransferStatus::Pending {
+            let timeout_ms = request.timeout_s.checked_mul(1000).expect("timeout bounded by TIMEOUT_S_MAX");
+            let deadline = at_ms.saturating_add(timeout_ms);
+            self.expiries.insert((deadline, request.id.clone()));
+            Some(deadline)
+        } else {
+            None
+        };
+        let transfer = Transfer {
+            id: request.id.clone(),
+            kind: request.kind,
+            from: request.from.clone(),
+            to: request.to.clone(),
+            amount: request.amount,
+            fee,
+            currency: request.currency,
+            status,
+            code: None,
+            created_at_ms: at_ms,
+            expires_at_ms,
+            reversed_by: None,
+            reverses: None,
+            origin,
+            answer,
+        };
+        self.transfers.insert(request.id.clone(), transfer);
+    }
+
+    /// Posts `amount + fee` out of `from`, `amount` into `to` and `fee` into `fees`, writes the
+    /// statement lines, and returns the balances of `from` and `to` afterwards.
+    fn move_money(
+        &mut self,
+        id: &TransferId,
+        kind: TransferKind,
+        (from_id, to_id): (&AccountId, &AccountId),
+        (amount, fee): (u64, u64),
+        at_ms: u64,
+    ) -> (i64, i64) {
+        assert_ne!(from_id, to_id, "a transfer moves money between two accounts");
+        let total = signed(amount.checked_add(fee).expect("bounded by AMOUNT_MAX"));
+        let debited = total;
+        let credited = add(signed(amount), signed(fee));
+        assert_eq!(debited, credited, "debits equal credits");
+
+        let from = self.accounts.get_mut(from_id).expect("payer exists");
+        from.balance = sub(from.balance, total);
+        if !from.id.is_float() {
+            assert!(from.balance >= 0 && from.available() >= 0, "payer {} overdrawn", from.id);
+        }
+        let from_balance = from.balance;
+        push_entry(from, Entry {
+            transfer_id: id.clone(),
+            direction: Direction::Debit,
+            amount,
+            fee,
+            balance_after: from_balance,
+            kind,
+            counterparty: to_id.clone(),
+            at_ms,
+        });
+
+        let to = self.accounts.get_mut(to_id).expect("payee exists");
+        to.balance = add(to.balance, signed(amount));
+        let to_balance = to.balance;
+        push_entry(to, Entry {
+            transfer_id: id.clone(),
+            direction: Direction::Credit,
+            amount,
+            fee: 0,
+            balance_after: to_balance,
+            kind,
+            counterparty: from_id.clone(),
+            at_ms,
+        });
+
+        if fee > 0 {
+            let fees = self.accounts.get_mut(&AccountId::fees()).expect("fees exists from the first start");
+            fees.balance = add(fees.balance, signed(fee));
+            let fees_balance = fees.balance;
+            push_entry(fees, Entry {
+                transfer_id: id.clone(),
+                direction: Direction::Credit,
+                amount: fee,
+                fee: 0,
+                balance_after: fees_balance,
+                kind,
+                counterparty: from_id.clone(),
+                at_ms,
+            });
+        }
+        let from_balance = self.accounts.get(from_id).map_or(0, |a| a.balance);
+        let to_balance = self.accounts.get(to_id).map_or(0, |a| a.balance);
+        (from_balance, to_balance)
+    }
+
+    /// Releases the holds of a pending transfer (before posting or voiding it).
+    fn release(&mut self, id: &TransferId) {
+        let transfer = self.transfers.get(id).expect("caller found it");
+        assert_eq!(transfer.status, TransferStatus::Pending);
+        let total = signed(transfer.amount.checked_add(transfer.fee).expect("bounded"));
+        let amount = signed(transfer.amount);
+        let deadline = transfer.expires_at_ms.expect("pending transfers have a deadline");
+        let (from_id, to_id) = (transfer.from.clone(), transfer.to.clone());
+        let removed = self.expiries.remove(&(deadline, id.clone()));
+        assert!(removed, "pending transfer {id} had no expiry entry");
+        let from = self.accounts.get_mut(&from_id).expect("payer exists");
+        from.pending_out = sub(from.pending_out, total);
+        assert!(from.pending_out >= 0, "hold released twice on {from_id}");
+        let to = self.accounts.get_mut(&to_id).expect("payee exists");
+        to.pending_in = sub(to.pending_in, amount);
+        assert!(to.pending_in >= 0, "pending credit released twice on {to_id}");
+    }
+
+    fn post(&mut self, id: &TransferId, at_ms: u64) -> Result<TransferView, Code> {
+        let transfer = self.transfers.get(id).ok_or(Code::TransferNotFound)?;
+        match transfer.status {
+            TransferStatus::Completed | TransferStatus::Reversed => return Ok(TransferView::of(transfer)),
+            TransferStatus::Rejected | TransferStatus::Voided => return Err(Code::TransferNotPending),
+            TransferStatus::Pending => {}
+        }
+        if transfer.expires_at_ms.is_some_and(|deadline| deadline <= at_ms) {
+            // The deadline passed before the post arrived: expiry wins.
+            self.void(id)?;
+            return Err(Code::TransferNotPending);
+        }
+        let (kind, from, to, amount, fee) =
+            (transfer.kind, transfer.from.clone(), transfer.to.clone(), transfer.amount, transfer.fee);
+        self.release(id);
+        self.move_money(id, kind, (&from, &to), (amount, fee), at_ms);
+        let transfer = self.transfers.get_mut(id).expect("found above");
+        transfer.status = TransferStatus::Completed;
+        Ok(TransferView::of(transfer))
+    }
+
+    fn void(&mut self, id: &TransferId) -> Result<TransferView, Code> {
+        let transfer = self.transfers.get(id).ok_or(Code::TransferNotFound)?;
+        match transfer.status {
+            TransferStatus::Voided => return Ok(TransferView::of(transfer)),
+            TransferStatus::Pending => {}
+            _ => return Err(Code::TransferNotPending),
+        }
+        self.release(id);
+        let transfer = self.transfers.get_mut(id).expect("found above");
+        transfer.status = TransferStatus::Voided;
+        Ok(TransferView::of(transfer))
+    }
+
+    fn expire(&mut self, at_ms: u64) -> u32 {
+        let due: Vec<TransferId> = self
+            .expiries
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= at_ms)
+            .take(EXPIRE_BATCH_MAX)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &due {
+            self.void(id).expect("an expiry entry names a pending transfer");
+        }
+        u32::try_from(due.len()).expect("bounded by EXPIRE_BATCH_MAX")
+    }
+
+    fn reverse(&mut self, request: &ReversalRequest, at_ms: u64) -> TransferOutcome {
+        let refused = |code| TransferOutcome::Refused { id: request.id.clone(), code };
+        if let Some(existing) = self.transfers.get(&request.id) {
+            if existing.origin == Origin::Reversal(request.clone()) {
+                return existing.answer.clone();
+            }
+            return refused(Code::IdConflict);
+        }
+        if request.reason.len() > TEXT_BYTES_MAX {
+            return refused(Code::InvalidRequest);
+        }
+        let Some(original) = self.transfers.get(&request.original) else {
+            return refused(Code::TransferNotFound);
+        };
+        match original.status {
+            TransferStatus::Reversed => return refused(Code::AlreadyReversed),
+            TransferStatus::Completed if original.kind != TransferKind::Reversal => {}
+            _ => return refused(Code::NotReversible),
+        }
+        // The money goes back the way it came: from the original payee to the original payer.
+        let (payer, payee, amount) = (original.to.clone(), original.from.clone(), original.amount);
+        let origin = Origin::Reversal(request.clone());
+        let payer_account = self.accounts.get(&payer).expect("accounts are never deleted");
+        let rejection = if payer_account.status == AccountStatus::Closed {
+            Some(Code::AccountClosed)
+        } else if !payer.is_float() && payer_account.available() < signed(amount) {
+            Some(Code::InsufficientFunds)
+        } else {
+            None
+        };
+        if let Some(code) = rejection {
+            return self.record_rejection(origin, TransferKind::Reversal, (&payer, &payee), amount, code, at_ms);
+        }
+        let (from_balance, to_balance) =
+            self.move_money(&request.id, TransferKind::Reversal, (&payer, &payee), (amount, 0), at_ms);
+        let answer = TransferOutcome::Accepted(Accepted {
+            id: request.id.clone(),
+            status: TransferStatus::Completed,
+            amount,
+            fee: 0,
+            from_balance,
+            to_balance,
+        });
+        let currency = self.accounts.get(&payer).map_or(self.currency, |a| a.currency);
+        let reversal = Transfer {
+            id: request.id.clone(),
+            kind: TransferKind::Reversal,
+            from: payer,
+            to: payee,
+            amount,
+            fee: 0,
+            currency,
+            status: TransferStatus::Completed,
+            code: None,
+            created_at_ms: at_ms,
+            expires_at_ms: None,
+            reversed_by: None,
+            reverses: Some(request.original.clone()),
+            origin,
+            answer: answer.clone(),
+        };
+        self.transfers.insert(request.id.clone(), reversal);
+        let original = self.transfers.get_mut(&request.original).expect("found above");
+        original.status = TransferStatus::Reversed;
+        original.reversed_by = Some(request.id.clone());
+        answer
+    }
+}
+
+/// Checks a request's shape: what the API validates, checked again before it touches state.
+fn shape_check(request: &TransferRequest) -> Result<(), Code> {
+    if request.from == request.to {
+        return Err(Code::SameAccount);
+    }
+    let amount_ok = request.amount > 0 && request.amount <= AMOUNT_MAX;
+    let timeout_ok = (TIMEOUT_S_MIN..=TIMEOUT_S_MAX).contains(&request.timeout_s);
+    let kind_ok = request.kind != TransferKind::Reversal;
+    if !amount_ok || !timeout_ok || !kind_ok || request.memo.len() > TEXT_BYTES_MAX {
+        return Err(Code::InvalidRequest);
+    }
+    Ok(())
+}
+
+fn push_entry(account: &mut Account, entry: Entry) {
+    account.entries.push_back(entry);
+    if account.entries.len() > STATEMENT_KEEP_MAX {
+        account.entries.pop_front();
+    }
+}

@@ -1,0 +1,117 @@
+//! Read models: what clients see of accounts, transfers and statements (JSON via serde).
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{Account, AccountKind, AccountStatus, Direction, Entry};
+use crate::codes::Code;
+use crate::ids::{AccountId, Currency, TransferId};
+use crate::time::rfc3339;
+use crate::transfer::{Transfer, TransferKind, TransferStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub id: AccountId,
+    pub kind: AccountKind,
+    pub name: String,
+    pub currency: Currency,
+    pub status: AccountStatus,
+    pub balance: i64,
+    pub available: i64,
+    pub pending_out: i64,
+    pub pending_in: i64,
+}
+
+impl AccountView {
+    pub fn of(account: &Account) -> AccountView {
+        AccountView {
+            id: account.id.clone(),
+            kind: account.kind,
+            name: account.name.clone(),
+            currency: account.currency,
+            status: account.status,
+            balance: account.balance,
+            available: account.available(),
+            pending_out: account.pending_out,
+            pending_in: account.pending_in,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferView {
+    pub id: TransferId,
+    pub kind: TransferKind,
+    pub from: AccountId,
+    pub to: AccountId,
+    pub amount: u64,
+    pub fee: u64,
+    pub currency: Currency,
+    pub status: TransferStatus,
+    pub code: Option<Code>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reversed_by: Option<TransferId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverses: Option<TransferId>,
+}
+
+impl TransferView {
+    pub fn of(transfer: &Transfer) -> TransferView {
+        TransferView {
+            id: transfer.id.clone(),
+            kind: transfer.kind,
+            from: transfer.from.clone(),
+            to: transfer.to.clone(),
+            amount: transfer.amount,
+            fee: transfer.fee,
+            currency: transfer.currency,
+            status: transfer.status,
+            code: transfer.code,
+            created_at: rfc3339(transfer.created_at_ms),
+            expires_at: transfer.expires_at_ms.map(rfc3339),
+            reversed_by: transfer.reversed_by.clone(),
+            reverses: transfer.reverses.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    pub transfer_id: TransferId,
+    pub direction: Direction,
+    pub amount: u64,
+    pub fee: u64,
+    pub balance_after: i64,
+    pub kind: TransferKind,
+    pub counterparty: AccountId,
+    pub at: String,
+}
+
+impl EntryView {
+    pub fn of(entry: &Entry) -> EntryView {
+        EntryView {
+            transfer_id: entry.transfer_id.clone(),
+            direction: entry.direction,
+            amount: entry.amount,
+            fee: entry.fee,
+            balance_after: entry.balance_after,
+            kind: entry.kind,
+            counterparty: entry.counterparty.clone(),
+            at: rfc3339(entry.at_ms),
+        }
+    }
+}
+
+/// Totals over the whole ledger, for conservation checks by operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub accounts: u64,
+    pub transfers: u64,
+    pub pending: u64,
+    /// Sum of every account's posted balance: always exactly 0.
+    pub balance_sum: i64,
+    pub float_balance: i64,
+    pub fees_balance: i64,
+}
