@@ -19,6 +19,7 @@ pub mod codes;
 pub mod command;
 pub mod ids;
 pub mod limits;
+pub mod query;
 pub mod state;
 pub mod tariff;
 #[allow(clippy::arithmetic_side_effects)] // calendar arithmetic on bounded u64, not money
@@ -29,6 +30,7 @@ pub mod views;
 pub use account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount};
 pub use codes::Code;
 pub use command::{Command, Outcome};
+pub use query::{Answer, Query};
 pub use ids::{shard_of, AccountId, Currency, IdError, ShardId, TransferId};
 pub use state::{Ledger, LEDGER_FORMAT_VERSION};
 pub use tariff::{FeeBand, Tariff};

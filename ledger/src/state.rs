@@ -99,6 +99,15 @@ impl Ledger {
         self.accounts.values()
     }
 
+    /// Accounts in id order, strictly after `after` when given.
+    pub fn accounts_after(&self, after: Option<&AccountId>) -> impl Iterator<Item = &Account> {
+        let start = match after {
+            Some(id) => std::ops::Bound::Excluded(id.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.accounts.range((start, std::ops::Bound::Unbounded)).map(|(_, account)| account)
+    }
+
     pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
         self.transfers.get(id)
     }

@@ -1,0 +1,24 @@
+//! Bounds of the node-to-node transport.
+
+use std::time::Duration;
+
+/// Largest frame on the wire (a batch of 8190 transfers is ~2 MiB; snapshot chunks are 3 MiB).
+pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Requests in flight on one peer connection; further callers wait for a slot.
+pub const INFLIGHT_PER_PEER_MAX: usize = 4096;
+/// Frames queued for one connection's writer.
+pub const WRITE_QUEUE_MAX: usize = 1024;
+/// Inbound connections a node serves at once.
+pub const INBOUND_CONNECTIONS_MAX: usize = 256;
+/// Deadline for connecting and completing the TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline for a forwarded client write or read (includes the leader's commit).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for a liveness ping.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// Times a write or read is re-routed when leadership moves under it.
+pub const ROUTE_ATTEMPTS_MAX: u32 = 20;
+/// Pause between routing attempts while no leader is known.
+pub const ROUTE_BACKOFF: Duration = Duration::from_millis(100);
+
+const _: () = assert!(WRITE_QUEUE_MAX <= INFLIGHT_PER_PEER_MAX);

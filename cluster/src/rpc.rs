@@ -1,0 +1,57 @@
+//! The node-to-node protocol: every frame names its Raft group, so all shards share one
+//! connection per peer. Persisted nowhere, but versioned by the `HELLO` exchange of TLS ALPN-free
+//! framing: both ends must run the same build of this enum.
+
+use consensus::{NodeId, ShardRequest, TypeConfig};
+use ledger::{Answer, Outcome, Query};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::raft::{VoteRequest, VoteResponse};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub id: u64,
+    pub body: Request,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub id: u64,
+    pub body: Response,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    Append { group: u32, rpc: AppendEntriesRequest<TypeConfig> },
+    Vote { group: u32, rpc: VoteRequest<NodeId> },
+    Snapshot { group: u32, rpc: InstallSnapshotRequest<TypeConfig> },
+    /// A client write forwarded to the node believed to lead the group.
+    Write { group: u32, request: ShardRequest },
+    /// A client read forwarded to the node believed to lead the group.
+    Read { group: u32, query: Query },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    Pong { node: NodeId },
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Write(Result<Outcome, RouteError>),
+    Read(Result<Answer, RouteError>),
+    /// The request could not be served at all (unknown group, node stopping).
+    Failed(String),
+}
+
+/// Why a routed write or read did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RouteError {
+    /// The node is not the group's leader; `leader` is its best guess.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// No leader could be reached in time; the outcome of a write is unknown.
+    #[error("shard unavailable: {0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,249 @@
+//! The shard map and request routing. Every command names its shard; a shard is a Raft group
+//! (this version runs one group for all shards: group = shard 0). A node that does not lead a
+//! group forwards the request to the leader over the cluster transport, so clients may talk to
+//! any node.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use consensus::{NodeId, Raft, ShardRequest, StateReader};
+use ledger::{AccountId, Answer, Command, Outcome, Query, ShardId};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::BasicNode;
+
+use crate::limits::{FORWARD_TIMEOUT, PING_TIMEOUT, ROUTE_ATTEMPTS_MAX, ROUTE_BACKOFF};
+use crate::network::Peers;
+use crate::rpc::{Request, Response, RouteError};
+use crate::transport::Handler;
+
+/// One Raft group on this node.
+pub struct Group {
+    pub raft: Raft,
+    pub reader: StateReader,
+}
+
+pub struct Shards {
+    node_id: NodeId,
+    shard_count: u32,
+    groups: Vec<Group>,
+    peers: Arc<Peers>,
+    /// Highest timestamp this node stamped as leader: stamps never go backwards.
+    last_stamp_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Commands whose retry after an unknown outcome is harmless (the ledger dedups them).
+fn is_idempotent(command: &Command) -> bool {
+    !matches!(command, Command::CreateAccount(_) | Command::SetTariff(_) | Command::SetAccountStatus { .. })
+}
+
+impl Shards {
+    pub fn new(node_id: NodeId, shard_count: u32, groups: Vec<Group>, peers: Arc<Peers>) -> Shards {
+        assert!(!groups.is_empty(), "a node runs at least one Raft group");
+        Shards { node_id, shard_count, groups, peers, last_stamp_ms: AtomicU64::new(0) }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The shard owning an account.
+    pub fn shard_of(&self, account: &AccountId) -> ShardId {
+        ledger::shard_of(account, self.shard_count)
+    }
+
+    /// The Raft group serving a shard.
+    pub fn group_of(&self, shard: ShardId) -> u32 {
+        let count = u32::try_from(self.groups.len()).expect("group count fits u32");
+        shard.0 % count
+    }
+
+    fn group(&self, group: u32) -> Option<&Group> {
+        self.groups.get(usize::try_from(group).ok()?)
+    }
+
+    fn leader_of(&self, group: &Group) -> Option<NodeId> {
+        group.raft.metrics().borrow().current_leader
+    }
+
+    /// Routes a write to the shard's leader and returns the ledger's outcome.
+    pub async fn write(&self, shard: ShardId, command: Command) -> Result<Outcome, RouteError> {
+        let group_id = self.group_of(shard);
+        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        let idempotent = is_idempotent(&command);
+        let request = ShardRequest { shard, at_ms: 0, command };
+        let mut target = self.leader_of(group);
+        let mut last_error = RouteError::Unavailable("no leader elected".into());
+        for _ in 0..ROUTE_ATTEMPTS_MAX {
+            let result = match target {
+                Some(node) if node == self.node_id => self.write_local(group_id, request.clone()).await,
+                Some(node) => self.forward(node, Request::Write { group: group_id, request: request.clone() }).await,
+                None => Err(RouteError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(Response::Write(Ok(outcome))) => return Ok(outcome),
+                Ok(Response::Write(Err(RouteError::NotLeader { leader: Some(hint) }))) if Some(hint) != target => {
+                    target = Some(hint);
+                    continue;
+                }
+                Ok(Response::Write(Err(error))) | Err(error) => {
+                    if !idempotent && !matches!(error, RouteError::NotLeader { .. }) {
+                        return Err(error);
+                    }
+                    last_error = error;
+                }
+                Ok(other) => last_error = RouteError::Unavailable(format!("unexpected answer {other:?}")),
+            }
+            tokio::time::sleep(ROUTE_BACKOFF).await;
+            target = self.leader_of(group);
+        }
+        Err(last_error)
+    }
+
+    /// Routes a linearizable read to the shard's leader.
+    pub async fn read(&self, shard: ShardId, query: Query) -> Result<Answer, RouteError> {
+        let group_id = self.group_of(shard);
+        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        let mut target = self.leader_of(group);
+        let mut last_error = RouteError::Unavailable("no leader elected".into());
+        for _ in 0..ROUTE_ATTEMPTS_MAX {
+            let result = match target {
+                Some(node) if node == self.node_id => Ok(Response::Read(self.read_local(group_id, &query).await)),
+                Some(node) => self.forward(node, Request::Read { group: group_id, query: query.clone() }).await,
+                None => Err(RouteError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(Response::Read(Ok(answer))) => return Ok(answer),
+                Ok(Response::Read(Err(RouteError::NotLeader { leader: Some(hint) }))) if Some(hint) != target => {
+                    target = Some(hint);
+                    continue;
+                }
+                Ok(Response::Read(Err(error))) | Err(error) => last_error = error,
+                Ok(other) => last_error = RouteError::Unavailable(format!("unexpected answer {other:?}")),
+            }
+            tokio::time::sleep(ROUTE_BACKOFF).await;
+            target = self.leader_of(group);
+        }
+        Err(last_error)
+    }
+
+    async fn forward(&self, node: NodeId, request: Request) -> Result<Response, RouteError> {
+        let client = self.peers.get(node).ok_or_else(|| RouteError::Unavailable(format!("unknown node {node}")))?;
+        client.call(request, FORWARD_TIMEOUT).await.map_err(|e| RouteError::Unavailable(e.to_string()))
+    }
+
+    fn stamp(&self) -> u64 {
+        let now = now_ms();
+        let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
+        now.max(previous)
+    }
+
+    /// Proposes on this node, which believes it leads the group. Stamps the leader's time.
+    async fn write_local(&self, group_id: u32, mut request: ShardRequest) -> Result<Response, RouteError> {
+        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        request.at_ms = self.stamp();
+        let result = match group.raft.client_write(request).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(RouteError::NotLeader { leader: forward.leader_id })
+            }
+            Err(error) => Err(RouteError::Unavailable(error.to_string())),
+        };
+        Ok(Response::Write(result))
+    }
+
+    /// Serves a read on this node after confirming leadership with a quorum (read index).
+    async fn read_local(&self, group_id: u32, query: &Query) -> Result<Answer, RouteError> {
+        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        match group.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                return Err(RouteError::NotLeader { leader: forward.leader_id });
+            }
+            Err(error) => return Err(RouteError::Unavailable(error.to_string())),
+        }
+        let state = group.reader.read();
+        Ok(state.ledger.query(query))
+    }
+
+    /// Answers whether a peer is reachable now.
+    pub async fn ping(&self, node: NodeId) -> bool {
+        let Some(client) = self.peers.get(node) else {
+            return false;
+        };
+        matches!(client.call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. }))
+    }
+
+    /// Initialises every group once a majority of the configured members answers. Safe to run
+    /// on every node: openraft refuses a second initialisation, and identical initial
+    /// memberships proposed by several nodes resolve by election.
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, BasicNode>) {
+        let majority = members.len() / 2 + 1;
+        loop {
+            let mut reachable = 1;
+            for node in members.keys().filter(|node| **node != self.node_id) {
+                if self.ping(*node).await {
+                    reachable += 1;
+                }
+            }
+            if reachable >= majority {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        for group in &self.groups {
+            match group.raft.is_initialized().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => return,
+            }
+            match group.raft.initialize(members.clone()).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(error) => tracing::warn!(%error, "initialising the Raft group failed"),
+            }
+        }
+    }
+}
+
+impl Handler for Shards {
+    async fn handle(self: Arc<Self>, request: Request) -> Response {
+        let unknown = |group: u32| Response::Failed(format!("unknown group {group}"));
+        match request {
+            Request::Ping => Response::Pong { node: self.node_id },
+            Request::Append { group, rpc } => match self.group(group) {
+                Some(g) => Response::Append(g.raft.append_entries(rpc).await),
+                None => unknown(group),
+            },
+            Request::Vote { group, rpc } => match self.group(group) {
+                Some(g) => Response::Vote(g.raft.vote(rpc).await),
+                None => unknown(group),
+            },
+            Request::Snapshot { group, rpc } => match self.group(group) {
+                Some(g) => Response::Snapshot(g.raft.install_snapshot(rpc).await),
+                None => unknown(group),
+            },
+            Request::Write { group, request } => match self.write_local(group, request).await {
+                Ok(response) => response,
+                Err(error) => Response::Write(Err(error)),
+            },
+            Request::Read { group, query } => Response::Read(self.read_local(group, &query).await),
+        }
+    }
+}
