@@ -157,6 +157,8 @@ impl Ledger {
                 assert!(account.available() >= 0, "account {} available below zero", account.id);
             }
             assert!(account.pending_out >= 0 && account.pending_in >= 0, "negative hold on {}", account.id);
+            let bounded = (-BALANCE_MAX..=BALANCE_MAX).contains(&account.balance);
+            assert!(bounded, "account {} beyond BALANCE_MAX", account.id);
         }
         assert_eq!(sum, 0, "money created or destroyed: balances sum to {sum}");
         let mut held: i128 = 0;
@@ -576,10 +578,17 @@ impl Ledger {
         let (payer, payee, amount) = (original.to.clone(), original.from.clone(), original.amount);
         let origin = Origin::Reversal(request.clone());
         let payer_account = self.accounts.get(&payer).expect("accounts are never deleted");
-        let rejection = if payer_account.status == AccountStatus::Closed {
+        let payee_account = self.accounts.get(&payee).expect("accounts are never deleted");
+        // The same floors and caps as any transfer (see `business_check`).
+        let payee_after = add(add(payee_account.balance, payee_account.pending_in), signed(amount));
+        let rejection = if payer_account.status == AccountStatus::Closed || payee_account.status == AccountStatus::Closed {
             Some(Code::AccountClosed)
+        } else if payer.is_float() && sub(payer_account.available(), signed(amount)) < -BALANCE_MAX {
+            Some(Code::LimitExceeded)
         } else if !payer.is_float() && payer_account.available() < signed(amount) {
             Some(Code::InsufficientFunds)
+        } else if payee_after > BALANCE_MAX {
+            Some(Code::LimitExceeded)
         } else {
             None
         };

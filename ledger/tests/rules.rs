@@ -1,7 +1,9 @@
 //! Example-based tests of the ledger's money rules: one scenario per test, with the invariants
 //! (`check_invariants`, `summary().balance_sum == 0`) checked after every single command.
 
-use ledger::limits::{AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, FEE_BANDS_MAX, TEXT_BYTES_MAX, TIMEOUT_S_MAX};
+use ledger::limits::{
+    AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, FEE_BANDS_MAX, TEXT_BYTES_MAX, TIMEOUT_S_MAX,
+};
 use ledger::*;
 
 const C1: &str = "+254700000001";
@@ -39,12 +41,27 @@ fn req(id: &str, kind: TransferKind, from: &str, to: &str, amount: u64) -> Trans
     }
 }
 
-fn pending(id: &str, kind: TransferKind, from: &str, to: &str, amount: u64, timeout_s: u64) -> TransferRequest {
-    TransferRequest { pending: true, timeout_s, ..req(id, kind, from, to, amount) }
+fn pending(
+    id: &str,
+    kind: TransferKind,
+    from: &str,
+    to: &str,
+    amount: u64,
+    timeout_s: u64,
+) -> TransferRequest {
+    TransferRequest {
+        pending: true,
+        timeout_s,
+        ..req(id, kind, from, to, amount)
+    }
 }
 
 fn reversal(id: &str, original: &str) -> ReversalRequest {
-    ReversalRequest { id: tid(id), original: tid(original), reason: "customer complaint".to_string() }
+    ReversalRequest {
+        id: tid(id),
+        original: tid(original),
+        reason: "customer complaint".to_string(),
+    }
 }
 
 fn accepted(outcome: TransferOutcome) -> Accepted {
@@ -63,7 +80,9 @@ fn refused(id: &str, code: Code) -> TransferOutcome {
 }
 
 fn bands(list: &[(u64, u64, u64)]) -> Vec<FeeBand> {
-    list.iter().map(|&(min, max, fee)| FeeBand { min, max, fee }).collect()
+    list.iter()
+        .map(|&(min, max, fee)| FeeBand { min, max, fee })
+        .collect()
 }
 
 /// A ledger plus a clock; every command goes through `apply`, which checks the invariants.
@@ -74,7 +93,10 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let world = World { ledger: Ledger::new(kes()), now: T0 };
+        let world = World {
+            ledger: Ledger::new(kes()),
+            now: T0,
+        };
         world.check();
         world
     }
@@ -101,6 +123,15 @@ impl World {
         world
     }
 
+    /// The kind `populated` gives each of its accounts.
+    fn new_kind_of(id: &str) -> AccountKind {
+        match id {
+            M1 => AccountKind::Merchant,
+            A1 => AccountKind::Agent,
+            _ => AccountKind::Customer,
+        }
+    }
+
     fn check(&self) {
         self.ledger.check_invariants();
         assert_eq!(self.ledger.summary().balance_sum, 0);
@@ -118,7 +149,12 @@ impl World {
     }
 
     fn open(&mut self, id: &str, kind: AccountKind) -> Result<AccountView, Code> {
-        let new = NewAccount { id: acc(id), kind, name: format!("{} {id}", kind.as_str()), currency: kes() };
+        let new = NewAccount {
+            id: acc(id),
+            kind,
+            name: format!("{} {id}", kind.as_str()),
+            currency: kes(),
+        };
         match self.apply(Command::CreateAccount(new)) {
             Outcome::Account(result) => result,
             other => panic!("unexpected {other:?}"),
@@ -206,7 +242,10 @@ fn new_ledger_holds_float_and_fees() {
         let account = world.account(id);
         assert_eq!(account.kind, AccountKind::System);
         assert_eq!(account.status, AccountStatus::Active);
-        assert_eq!((account.balance, account.pending_out, account.pending_in), (0, 0, 0));
+        assert_eq!(
+            (account.balance, account.pending_out, account.pending_in),
+            (0, 0, 0)
+        );
         assert_eq!(account.currency, kes());
     }
     assert_eq!(world.ledger.currency(), kes());
@@ -215,7 +254,14 @@ fn new_ledger_holds_float_and_fees() {
     let summary = world.ledger.summary();
     assert_eq!(
         summary,
-        Summary { accounts: 2, transfers: 0, pending: 0, balance_sum: 0, float_balance: 0, fees_balance: 0 }
+        Summary {
+            accounts: 2,
+            transfers: 0,
+            pending: 0,
+            balance_sum: 0,
+            float_balance: 0,
+            fees_balance: 0
+        }
     );
 }
 
@@ -228,7 +274,15 @@ fn create_account_returns_its_view() {
     assert_eq!(view.id, acc(C1));
     assert_eq!(view.kind, AccountKind::Customer);
     assert_eq!(view.status, AccountStatus::Active);
-    assert_eq!((view.balance, view.available, view.pending_out, view.pending_in), (0, 0, 0, 0));
+    assert_eq!(
+        (
+            view.balance,
+            view.available,
+            view.pending_out,
+            view.pending_in
+        ),
+        (0, 0, 0, 0)
+    );
     let account = world.account(C1);
     assert_eq!(account.created_at_ms, T0 + 5);
     assert_eq!(AccountView::of(account), view);
@@ -241,9 +295,18 @@ fn duplicate_account_is_refused() {
     let mut world = World::new();
     world.open(C1, AccountKind::Customer).unwrap();
     let before = world.ledger.clone();
-    assert_eq!(world.open(C1, AccountKind::Merchant), Err(Code::AccountExists));
-    assert_eq!(world.open("float", AccountKind::Customer), Err(Code::AccountExists));
-    assert_eq!(world.open("fees", AccountKind::Agent), Err(Code::AccountExists));
+    assert_eq!(
+        world.open(C1, AccountKind::Merchant),
+        Err(Code::AccountExists)
+    );
+    assert_eq!(
+        world.open("float", AccountKind::Customer),
+        Err(Code::AccountExists)
+    );
+    assert_eq!(
+        world.open("fees", AccountKind::Agent),
+        Err(Code::AccountExists)
+    );
     assert_eq!(world.ledger, before, "refused creates change nothing");
     assert_eq!(world.account(C1).kind, AccountKind::Customer);
 }
@@ -252,11 +315,30 @@ fn duplicate_account_is_refused() {
 fn system_kind_and_long_names_are_refused() {
     // Goal: clients cannot create system accounts or names above TEXT_BYTES_MAX.
     let mut world = World::new();
-    assert_eq!(world.open(C1, AccountKind::System), Err(Code::InvalidRequest));
-    let long = NewAccount { id: acc(C2), kind: AccountKind::Customer, name: "n".repeat(TEXT_BYTES_MAX + 1), currency: kes() };
-    assert_eq!(world.apply(Command::CreateAccount(long)), Outcome::Account(Err(Code::InvalidRequest)));
-    let edge = NewAccount { id: acc(C2), kind: AccountKind::Customer, name: "n".repeat(TEXT_BYTES_MAX), currency: kes() };
-    assert!(matches!(world.apply(Command::CreateAccount(edge)), Outcome::Account(Ok(_))));
+    assert_eq!(
+        world.open(C1, AccountKind::System),
+        Err(Code::InvalidRequest)
+    );
+    let long = NewAccount {
+        id: acc(C2),
+        kind: AccountKind::Customer,
+        name: "n".repeat(TEXT_BYTES_MAX + 1),
+        currency: kes(),
+    };
+    assert_eq!(
+        world.apply(Command::CreateAccount(long)),
+        Outcome::Account(Err(Code::InvalidRequest))
+    );
+    let edge = NewAccount {
+        id: acc(C2),
+        kind: AccountKind::Customer,
+        name: "n".repeat(TEXT_BYTES_MAX),
+        currency: kes(),
+    };
+    assert!(matches!(
+        world.apply(Command::CreateAccount(edge)),
+        Outcome::Account(Ok(_))
+    ));
     assert!(world.ledger.account(&acc(C1)).is_none());
 }
 
@@ -269,14 +351,31 @@ fn issue_takes_float_below_zero() {
     let answer = world.issue("i1", C1, 5_000);
     assert_eq!(
         answer,
-        Accepted { id: tid("i1"), status: TransferStatus::Completed, amount: 5_000, fee: 0, from_balance: -5_000, to_balance: 5_000 }
+        Accepted {
+            id: tid("i1"),
+            status: TransferStatus::Completed,
+            amount: 5_000,
+            fee: 0,
+            from_balance: -5_000,
+            to_balance: 5_000
+        }
     );
     assert_eq!(world.balance("float"), -5_000);
     assert_eq!(world.balance(C1), 5_000);
     let summary = world.ledger.summary();
-    assert_eq!((summary.balance_sum, summary.float_balance, summary.transfers), (0, -5_000, 1));
+    assert_eq!(
+        (
+            summary.balance_sum,
+            summary.float_balance,
+            summary.transfers
+        ),
+        (0, -5_000, 1)
+    );
     let view = world.view("i1");
-    assert_eq!((view.kind, view.status, view.code), (TransferKind::Issue, TransferStatus::Completed, None));
+    assert_eq!(
+        (view.kind, view.status, view.code),
+        (TransferKind::Issue, TransferStatus::Completed, None)
+    );
     // Issue may also fund merchants and agents.
     world.issue("i2", M1, 1);
     world.issue("i3", A1, 1);
@@ -289,7 +388,10 @@ fn p2p_moves_money_between_customers() {
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
     let answer = accepted(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 300)));
-    assert_eq!((answer.status, answer.amount, answer.fee), (TransferStatus::Completed, 300, 0));
+    assert_eq!(
+        (answer.status, answer.amount, answer.fee),
+        (TransferStatus::Completed, 300, 0)
+    );
     assert_eq!((answer.from_balance, answer.to_balance), (700, 300));
     assert_eq!((world.balance(C1), world.balance(C2)), (700, 300));
 }
@@ -346,29 +448,42 @@ fn redeem_returns_money_to_float() {
     accepted(world.transfer(&req("r2", TransferKind::Redeem, "fees", "float", 10)));
     assert_eq!(world.balance("fees"), 0);
     // The float cannot redeem to itself (and float -> float is refused as same account first).
-    assert_eq!(world.transfer(&req("r3", TransferKind::Redeem, "float", "float", 1)), refused("r3", Code::SameAccount));
+    assert_eq!(
+        world.transfer(&req("r3", TransferKind::Redeem, "float", "float", 1)),
+        refused("r3", Code::SameAccount)
+    );
 }
 
 #[test]
 fn kind_rules_table() {
     // Goal: each kind connects only the account kinds it is for; the rest are KindNotAllowed.
     use TransferKind::*;
+    // The table, by role of payer and payee.
     let allowed: &[(TransferKind, &str, &str)] = &[
-        (P2p, C1, C2),
-        (MerchantPayment, C1, M1),
-        (BillPayment, C1, M1),
-        (CashIn, A1, C1),
-        (CashOut, C1, A1),
-        (Issue, "float", C1),
-        (Issue, "float", M1),
-        (Issue, "float", A1),
-        (Redeem, C1, "float"),
-        (Redeem, M1, "float"),
-        (Redeem, A1, "float"),
+        (P2p, "customer", "customer"),
+        (MerchantPayment, "customer", "merchant"),
+        (BillPayment, "customer", "merchant"),
+        (CashIn, "agent", "customer"),
+        (CashOut, "customer", "agent"),
+        (Issue, "float", "customer"),
+        (Issue, "float", "merchant"),
+        (Issue, "float", "agent"),
+        (Redeem, "customer", "float"),
+        (Redeem, "merchant", "float"),
+        (Redeem, "agent", "float"),
         (Redeem, "fees", "float"),
     ];
+    let role = |id: &str| match id {
+        "float" | "fees" => id.to_string(),
+        _ => World::new_kind_of(id).as_str().to_string(),
+    };
     let everyone = ["float", "fees", C1, C2, M1, A1];
     let mut world = World::populated();
+    // Put 100 into the fees account through a fee band that the 50-unit probes never hit.
+    world.set_fees(P2p, &[(1, 10, 100)]);
+    world.issue("seed", C3, 101);
+    accepted(world.transfer(&req("seed-fee", P2p, C3, C2, 1)));
+    assert_eq!(world.balance("fees"), 100);
     let mut n = 0;
     for kind in TransferKind::CLIENT_KINDS {
         for from in everyone {
@@ -376,35 +491,51 @@ fn kind_rules_table() {
                 if from == to {
                     continue;
                 }
-                // Fund the payer (and the fees account) so that only the kind rule can say no.
+                // Fund the payer so that only the kind rule can say no.
                 let mut probe = world.ledger.clone();
-                for (i, who) in [from, "fees"].into_iter().enumerate() {
-                    if who != "float" {
-                        let fund = req(&format!("fund{i}"), Issue, "float", C3, 100);
-                        probe.apply(&Command::Transfer(TransferRequest { to: acc(who), ..fund }), T0);
-                    }
+                if from != "float" && from != "fees" {
+                    let fund = req("fund", Issue, "float", from, 100);
+                    let funded = probe.apply(&Command::Transfer(fund), T0);
+                    assert!(matches!(
+                        funded,
+                        Outcome::Transfer(TransferOutcome::Accepted(_))
+                    ));
                 }
                 n += 1;
                 let id = format!("k{n}");
-                let request = req(&id, kind, from, to, 50);
-                let outcome = probe.apply(&Command::Transfer(request), T0);
+                let outcome = probe.apply(&Command::Transfer(req(&id, kind, from, to, 50)), T0);
                 probe.check_invariants();
-                let ok = allowed.contains(&(kind, from, to));
-                let Outcome::Transfer(outcome) = outcome else { panic!("transfer answers a transfer") };
-                if ok {
-                    assert!(matches!(outcome, TransferOutcome::Accepted(_)), "{kind:?} {from}->{to}: {outcome:?}");
+                let Outcome::Transfer(outcome) = outcome else {
+                    panic!("transfer answers a transfer")
+                };
+                if allowed.contains(&(kind, role(from).as_str(), role(to).as_str())) {
+                    assert!(
+                        matches!(outcome, TransferOutcome::Accepted(_)),
+                        "{kind:?} {from}->{to}: {outcome:?}"
+                    );
                 } else {
-                    assert_eq!(outcome, rejected(&id, Code::KindNotAllowed), "{kind:?} {from}->{to}");
+                    assert_eq!(
+                        outcome,
+                        rejected(&id, Code::KindNotAllowed),
+                        "{kind:?} {from}->{to}"
+                    );
                 }
             }
         }
     }
+    assert_eq!(n, 7 * 30);
     // A rejection is recorded: the transfer view says rejected with the code.
     let answer = world.transfer(&req("bad", P2p, C1, M1, 1));
     assert_eq!(answer, rejected("bad", Code::KindNotAllowed));
     let view = world.view("bad");
-    assert_eq!((view.status, view.code, view.fee), (TransferStatus::Rejected, Some(Code::KindNotAllowed), 0));
-    assert_eq!(world.ledger.summary().transfers, 1);
+    assert_eq!(
+        (view.status, view.code, view.fee),
+        (TransferStatus::Rejected, Some(Code::KindNotAllowed), 0)
+    );
+    assert_eq!(
+        world.ledger.transfer(&tid("bad")).unwrap().status,
+        TransferStatus::Rejected
+    );
 }
 
 // --- rejections and refusals ----------------------------------------------------------------
@@ -415,16 +546,29 @@ fn insufficient_funds_is_recorded_and_replayed() {
     let mut world = World::populated();
     world.issue("i1", C1, 100);
     let request = req("p1", TransferKind::P2p, C1, C2, 101);
-    assert_eq!(world.transfer(&request), rejected("p1", Code::InsufficientFunds));
+    assert_eq!(
+        world.transfer(&request),
+        rejected("p1", Code::InsufficientFunds)
+    );
     let view = world.view("p1");
-    assert_eq!((view.status, view.code), (TransferStatus::Rejected, Some(Code::InsufficientFunds)));
+    assert_eq!(
+        (view.status, view.code),
+        (TransferStatus::Rejected, Some(Code::InsufficientFunds))
+    );
     assert_eq!((world.balance(C1), world.balance(C2)), (100, 0));
     world.issue("i2", C1, 1_000);
     let before = world.ledger.clone();
-    assert_eq!(world.transfer(&request), rejected("p1", Code::InsufficientFunds), "retry replays the first answer");
+    assert_eq!(
+        world.transfer(&request),
+        rejected("p1", Code::InsufficientFunds),
+        "retry replays the first answer"
+    );
     assert_eq!(world.ledger, before);
     // A new id with the same body goes through now.
-    accepted(world.transfer(&TransferRequest { id: tid("p2"), ..request }));
+    accepted(world.transfer(&TransferRequest {
+        id: tid("p2"),
+        ..request
+    }));
     assert_eq!(world.balance(C2), 101);
     // Exactly the balance is fine.
     accepted(world.transfer(&req("p3", TransferKind::P2p, C1, C2, 999)));
@@ -436,8 +580,14 @@ fn unknown_accounts_are_rejected() {
     // Goal: a transfer naming an account that does not exist is rejected (and recorded).
     let mut world = World::populated();
     world.issue("i1", C1, 100);
-    assert_eq!(world.transfer(&req("x1", TransferKind::P2p, C1, NOBODY, 1)), rejected("x1", Code::AccountNotFound));
-    assert_eq!(world.transfer(&req("x2", TransferKind::P2p, NOBODY, C1, 1)), rejected("x2", Code::AccountNotFound));
+    assert_eq!(
+        world.transfer(&req("x1", TransferKind::P2p, C1, NOBODY, 1)),
+        rejected("x1", Code::AccountNotFound)
+    );
+    assert_eq!(
+        world.transfer(&req("x2", TransferKind::P2p, NOBODY, C1, 1)),
+        rejected("x2", Code::AccountNotFound)
+    );
     assert_eq!(world.view("x1").status, TransferStatus::Rejected);
     assert_eq!(world.view("x2").code, Some(Code::AccountNotFound));
     assert_eq!(world.balance(C1), 100);
@@ -448,23 +598,47 @@ fn frozen_and_closed_accounts() {
     // Goal: SetAccountStatus freezes/closes accounts, which then cannot pay or be paid.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
-    let freeze = |id: &str, status| Command::SetAccountStatus { id: acc(id), status };
+    let freeze = |id: &str, status| Command::SetAccountStatus {
+        id: acc(id),
+        status,
+    };
     assert_eq!(world.status(freeze(C1, AccountStatus::Frozen)), Ok(()));
     assert_eq!(world.account(C1).status, AccountStatus::Frozen);
-    assert_eq!(world.transfer(&req("f1", TransferKind::P2p, C1, C2, 1)), rejected("f1", Code::AccountFrozen));
-    assert_eq!(world.transfer(&req("f2", TransferKind::P2p, C2, C1, 1)), rejected("f2", Code::AccountFrozen));
-    assert_eq!(world.transfer(&req("f3", TransferKind::Issue, "float", C1, 1)), rejected("f3", Code::AccountFrozen));
+    assert_eq!(
+        world.transfer(&req("f1", TransferKind::P2p, C1, C2, 1)),
+        rejected("f1", Code::AccountFrozen)
+    );
+    assert_eq!(
+        world.transfer(&req("f2", TransferKind::P2p, C2, C1, 1)),
+        rejected("f2", Code::AccountFrozen)
+    );
+    assert_eq!(
+        world.transfer(&req("f3", TransferKind::Issue, "float", C1, 1)),
+        rejected("f3", Code::AccountFrozen)
+    );
     assert_eq!(world.balance(C1), 1_000);
     // Thawing restores service.
     assert_eq!(world.status(freeze(C1, AccountStatus::Active)), Ok(()));
     accepted(world.transfer(&req("f4", TransferKind::P2p, C1, C2, 1)));
     // Closed accounts answer AccountClosed.
     assert_eq!(world.status(freeze(C2, AccountStatus::Closed)), Ok(()));
-    assert_eq!(world.transfer(&req("f5", TransferKind::P2p, C1, C2, 1)), rejected("f5", Code::AccountClosed));
+    assert_eq!(
+        world.transfer(&req("f5", TransferKind::P2p, C1, C2, 1)),
+        rejected("f5", Code::AccountClosed)
+    );
     // The status of system accounts cannot change; unknown accounts are not found.
-    assert_eq!(world.status(freeze("float", AccountStatus::Frozen)), Err(Code::KindNotAllowed));
-    assert_eq!(world.status(freeze("fees", AccountStatus::Closed)), Err(Code::KindNotAllowed));
-    assert_eq!(world.status(freeze(NOBODY, AccountStatus::Frozen)), Err(Code::AccountNotFound));
+    assert_eq!(
+        world.status(freeze("float", AccountStatus::Frozen)),
+        Err(Code::KindNotAllowed)
+    );
+    assert_eq!(
+        world.status(freeze("fees", AccountStatus::Closed)),
+        Err(Code::KindNotAllowed)
+    );
+    assert_eq!(
+        world.status(freeze(NOBODY, AccountStatus::Frozen)),
+        Err(Code::AccountNotFound)
+    );
     assert_eq!(world.account("float").status, AccountStatus::Active);
 }
 
@@ -473,8 +647,14 @@ fn currency_mismatch_is_rejected() {
     // Goal: the request currency must match both accounts' currencies.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
-    assert_eq!(world.transfer(&req("c1", TransferKind::P2p, C1, USD1, 10)), rejected("c1", Code::CurrencyMismatch));
-    let usd = TransferRequest { currency: Currency::parse("USD").unwrap(), ..req("c2", TransferKind::P2p, C1, C2, 10) };
+    assert_eq!(
+        world.transfer(&req("c1", TransferKind::P2p, C1, USD1, 10)),
+        rejected("c1", Code::CurrencyMismatch)
+    );
+    let usd = TransferRequest {
+        currency: Currency::parse("USD").unwrap(),
+        ..req("c2", TransferKind::P2p, C1, C2, 10)
+    };
     assert_eq!(world.transfer(&usd), rejected("c2", Code::CurrencyMismatch));
     assert_eq!(world.view("c1").code, Some(Code::CurrencyMismatch));
     assert_eq!((world.balance(C1), world.balance(USD1)), (1_000, 0));
@@ -486,7 +666,10 @@ fn same_account_is_refused_and_not_recorded() {
     let mut world = World::populated();
     world.issue("i1", C1, 100);
     let before = world.ledger.clone();
-    assert_eq!(world.transfer(&req("s1", TransferKind::P2p, C1, C1, 10)), refused("s1", Code::SameAccount));
+    assert_eq!(
+        world.transfer(&req("s1", TransferKind::P2p, C1, C1, 10)),
+        refused("s1", Code::SameAccount)
+    );
     assert!(world.ledger.transfer(&tid("s1")).is_none());
     assert_eq!(world.ledger, before);
     accepted(world.transfer(&req("s1", TransferKind::P2p, C1, C2, 10)));
@@ -499,20 +682,46 @@ fn malformed_requests_are_refused_and_not_recorded() {
     world.issue("i1", C1, 100);
     let base = req("bad", TransferKind::P2p, C1, C2, 10);
     let bad = [
-        TransferRequest { amount: 0, ..base.clone() },
-        TransferRequest { amount: AMOUNT_MAX + 1, ..base.clone() },
-        TransferRequest { timeout_s: 0, ..base.clone() },
-        TransferRequest { timeout_s: TIMEOUT_S_MAX + 1, ..base.clone() },
-        TransferRequest { kind: TransferKind::Reversal, ..base.clone() },
-        TransferRequest { memo: "m".repeat(TEXT_BYTES_MAX + 1), ..base.clone() },
+        TransferRequest {
+            amount: 0,
+            ..base.clone()
+        },
+        TransferRequest {
+            amount: AMOUNT_MAX + 1,
+            ..base.clone()
+        },
+        TransferRequest {
+            timeout_s: 0,
+            ..base.clone()
+        },
+        TransferRequest {
+            timeout_s: TIMEOUT_S_MAX + 1,
+            ..base.clone()
+        },
+        TransferRequest {
+            kind: TransferKind::Reversal,
+            ..base.clone()
+        },
+        TransferRequest {
+            memo: "m".repeat(TEXT_BYTES_MAX + 1),
+            ..base.clone()
+        },
     ];
     let before = world.ledger.clone();
     for request in &bad {
-        assert_eq!(world.transfer(request), refused("bad", Code::InvalidRequest), "{request:?}");
+        assert_eq!(
+            world.transfer(request),
+            refused("bad", Code::InvalidRequest),
+            "{request:?}"
+        );
     }
     assert_eq!(world.ledger, before);
     assert!(world.ledger.transfer(&tid("bad")).is_none());
-    let edge = TransferRequest { memo: "m".repeat(TEXT_BYTES_MAX), timeout_s: TIMEOUT_S_MAX, ..base };
+    let edge = TransferRequest {
+        memo: "m".repeat(TEXT_BYTES_MAX),
+        timeout_s: TIMEOUT_S_MAX,
+        ..base
+    };
     accepted(world.transfer(&edge));
 }
 
@@ -545,25 +754,57 @@ fn same_id_with_different_request_is_an_id_conflict() {
     accepted(world.transfer(&request));
     let before = world.ledger.clone();
     let variants = [
-        TransferRequest { amount: 301, ..request.clone() },
-        TransferRequest { to: acc(C3), ..request.clone() },
-        TransferRequest { memo: "other".into(), ..request.clone() },
-        TransferRequest { pending: true, ..request.clone() },
-        TransferRequest { kind: TransferKind::CashOut, to: acc(A1), ..request.clone() },
+        TransferRequest {
+            amount: 301,
+            ..request.clone()
+        },
+        TransferRequest {
+            to: acc(C3),
+            ..request.clone()
+        },
+        TransferRequest {
+            memo: "other".into(),
+            ..request.clone()
+        },
+        TransferRequest {
+            pending: true,
+            ..request.clone()
+        },
+        TransferRequest {
+            kind: TransferKind::CashOut,
+            to: acc(A1),
+            ..request.clone()
+        },
         // Even a malformed or same-account body under a used id is a conflict first.
-        TransferRequest { to: acc(C1), ..request.clone() },
+        TransferRequest {
+            to: acc(C1),
+            ..request.clone()
+        },
         req("i1", TransferKind::Issue, "float", C1, 999),
     ];
     for variant in &variants {
         let id = variant.id.as_str().to_string();
-        assert_eq!(world.transfer(variant), refused(&id, Code::IdConflict), "{variant:?}");
+        assert_eq!(
+            world.transfer(variant),
+            refused(&id, Code::IdConflict),
+            "{variant:?}"
+        );
     }
     assert_eq!(world.ledger, before);
     // A rejected id is also taken.
-    world.transfer(&req("r1", TransferKind::P2p, C2, C1, 5));
-    assert_eq!(world.transfer(&req("r1", TransferKind::P2p, C2, C1, 6)), refused("r1", Code::IdConflict));
+    assert_eq!(
+        world.transfer(&req("r1", TransferKind::P2p, C2, C1, 5_000)),
+        rejected("r1", Code::InsufficientFunds)
+    );
+    assert_eq!(
+        world.transfer(&req("r1", TransferKind::P2p, C2, C1, 6)),
+        refused("r1", Code::IdConflict)
+    );
     // A reversal cannot reuse a transfer's id either.
-    assert_eq!(world.reverse(&reversal("p1", "i1")), refused("p1", Code::IdConflict));
+    assert_eq!(
+        world.reverse(&reversal("p1", "i1")),
+        refused("p1", Code::IdConflict)
+    );
 }
 
 // --- tariff ---------------------------------------------------------------------------------
@@ -573,9 +814,20 @@ fn fee_is_charged_on_top_and_credited_to_fees() {
     // Goal: with fee bands set, the payer pays amount + fee, the payee gets amount, fees gets fee.
     let mut world = World::populated();
     world.issue("i1", C1, 10_000);
-    world.set_fees(TransferKind::P2p, &[(1, 100, 1), (101, 1_000, 10), (1_001, 5_000, 25)]);
+    world.set_fees(
+        TransferKind::P2p,
+        &[(1, 100, 1), (101, 1_000, 10), (1_001, 5_000, 25)],
+    );
     let answer = accepted(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 500)));
-    assert_eq!((answer.amount, answer.fee, answer.from_balance, answer.to_balance), (500, 10, 9_490, 500));
+    assert_eq!(
+        (
+            answer.amount,
+            answer.fee,
+            answer.from_balance,
+            answer.to_balance
+        ),
+        (500, 10, 9_490, 500)
+    );
     assert_eq!(world.balance("fees"), 10);
     assert_eq!(world.view("p1").fee, 10);
     assert_eq!(world.ledger.summary().fees_balance, 10);
@@ -590,13 +842,26 @@ fn fee_band_selection() {
     // Goal: the band containing the amount gives the fee (bounds inclusive); no band means 0.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000_000);
-    world.set_fees(TransferKind::P2p, &[(1_001, 5_000, 25), (1, 100, 1), (101, 1_000, 10)]);
-    let cases = [(1, 1), (100, 1), (101, 10), (1_000, 10), (1_001, 25), (5_000, 25), (5_001, 0), (70_000, 0)];
+    world.set_fees(
+        TransferKind::P2p,
+        &[(1_001, 5_000, 25), (1, 100, 1), (101, 1_000, 10)],
+    );
+    let cases = [
+        (1, 1),
+        (100, 1),
+        (101, 10),
+        (1_000, 10),
+        (1_001, 25),
+        (5_000, 25),
+        (5_001, 0),
+        (70_000, 0),
+    ];
     for (n, (amount, fee)) in cases.into_iter().enumerate() {
         assert_eq!(world.ledger.tariff().fee(TransferKind::P2p, amount), fee);
         let fees_before = world.balance("fees");
         let payer_before = world.balance(C1);
-        let answer = accepted(world.transfer(&req(&format!("p{n}"), TransferKind::P2p, C1, C2, amount)));
+        let answer =
+            accepted(world.transfer(&req(&format!("p{n}"), TransferKind::P2p, C1, C2, amount)));
         assert_eq!(answer.fee, fee, "amount {amount}");
         assert_eq!(world.balance("fees") - fees_before, fee as i64);
         assert_eq!(payer_before - world.balance(C1), (amount + fee) as i64);
@@ -609,7 +874,10 @@ fn fee_counts_against_funds() {
     let mut world = World::populated();
     world.issue("i1", C1, 100);
     world.set_fees(TransferKind::P2p, &[(1, 1_000, 5)]);
-    assert_eq!(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 96)), rejected("p1", Code::InsufficientFunds));
+    assert_eq!(
+        world.transfer(&req("p1", TransferKind::P2p, C1, C2, 96)),
+        rejected("p1", Code::InsufficientFunds)
+    );
     assert_eq!(world.view("p1").fee, 0);
     assert_eq!(world.balance("fees"), 0);
     let ok = accepted(world.transfer(&req("p2", TransferKind::P2p, C1, C2, 95)));
@@ -624,16 +892,27 @@ fn invalid_tariffs_are_refused() {
     world.set_fees(TransferKind::P2p, &[(1, 100, 1)]);
     let good = world.ledger.tariff().clone();
     let mut overlap = Tariff::default();
-    overlap.fees.insert(TransferKind::P2p, bands(&[(1, 100, 1), (100, 200, 2)]));
+    overlap
+        .fees
+        .insert(TransferKind::P2p, bands(&[(1, 100, 1), (100, 200, 2)]));
     let mut inverted = Tariff::default();
-    inverted.fees.insert(TransferKind::P2p, bands(&[(10, 9, 1)]));
+    inverted
+        .fees
+        .insert(TransferKind::P2p, bands(&[(10, 9, 1)]));
     let mut huge_fee = Tariff::default();
-    huge_fee.fees.insert(TransferKind::P2p, bands(&[(1, 9, AMOUNT_MAX + 1)]));
+    huge_fee
+        .fees
+        .insert(TransferKind::P2p, bands(&[(1, 9, AMOUNT_MAX + 1)]));
     let mut many = Tariff::default();
-    let too_many: Vec<(u64, u64, u64)> = (0..=FEE_BANDS_MAX as u64).map(|i| (i * 10, i * 10 + 5, 1)).collect();
+    let too_many: Vec<(u64, u64, u64)> = (0..=FEE_BANDS_MAX as u64)
+        .map(|i| (i * 10, i * 10 + 5, 1))
+        .collect();
     many.fees.insert(TransferKind::P2p, bands(&too_many));
     for tariff in [overlap, inverted, huge_fee, many] {
-        assert_eq!(world.status(Command::SetTariff(tariff)), Err(Code::InvalidRequest));
+        assert_eq!(
+            world.status(Command::SetTariff(tariff)),
+            Err(Code::InvalidRequest)
+        );
         assert_eq!(world.ledger.tariff(), &good);
     }
     // Resetting to the default tariff removes fees.
@@ -650,7 +929,10 @@ fn amount_max_limit() {
     tariff.amount_max.insert(TransferKind::P2p, 1_000);
     assert_eq!(world.status(Command::SetTariff(tariff)), Ok(()));
     accepted(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 1_000)));
-    assert_eq!(world.transfer(&req("p2", TransferKind::P2p, C1, C2, 1_001)), rejected("p2", Code::LimitExceeded));
+    assert_eq!(
+        world.transfer(&req("p2", TransferKind::P2p, C1, C2, 1_001)),
+        rejected("p2", Code::LimitExceeded)
+    );
     assert_eq!(world.view("p2").status, TransferStatus::Rejected);
     accepted(world.transfer(&req("c1", TransferKind::CashOut, C1, A1, 5_000)));
     assert_eq!(world.balance(C2), 1_000);
@@ -667,10 +949,18 @@ fn balance_bounds_are_enforced_on_client_transfers() {
     }
     assert_eq!(world.balance("float"), -BALANCE_MAX);
     assert_eq!(world.balance(C1), BALANCE_MAX);
-    assert_eq!(world.transfer(&req("over", TransferKind::Issue, "float", C2, 1)), rejected("over", Code::LimitExceeded));
-    // Redeem a little, then the payee cap stops a new issue to the full account.
+    assert_eq!(
+        world.transfer(&req("over", TransferKind::Issue, "float", C2, 1)),
+        rejected("over", Code::LimitExceeded)
+    );
+    // A pending issue counts against the float's floor as well.
     accepted(world.transfer(&req("r1", TransferKind::Redeem, C1, "float", 10)));
-    assert_eq!(world.transfer(&req("cap", TransferKind::Issue, "float", C1, 11)), rejected("cap", Code::LimitExceeded));
+    accepted(world.transfer(&pending("h1", TransferKind::Issue, "float", C2, 4, 60)));
+    assert_eq!(
+        world.transfer(&req("over2", TransferKind::Issue, "float", C2, 7)),
+        rejected("over2", Code::LimitExceeded)
+    );
+    world.void("h1").unwrap();
     world.issue("fill", C1, 10);
     assert_eq!(world.balance(C1), BALANCE_MAX);
 }
@@ -683,9 +973,15 @@ fn pending_hold_then_post() {
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
     let answer = accepted(world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 400, 60)));
-    assert_eq!((answer.status, answer.from_balance, answer.to_balance), (TransferStatus::Pending, 1_000, 0));
+    assert_eq!(
+        (answer.status, answer.from_balance, answer.to_balance),
+        (TransferStatus::Pending, 1_000, 0)
+    );
     let c1 = world.account(C1);
-    assert_eq!((c1.balance, c1.pending_out, c1.available()), (1_000, 400, 600));
+    assert_eq!(
+        (c1.balance, c1.pending_out, c1.available()),
+        (1_000, 400, 600)
+    );
     let c2 = world.account(C2);
     assert_eq!((c2.balance, c2.pending_in, c2.available()), (0, 400, 0));
     let view = world.view("h1");
@@ -693,9 +989,15 @@ fn pending_hold_then_post() {
     assert_eq!(view.expires_at.as_deref(), Some("2026-11-25T21:05:05.000Z"));
     assert_eq!(world.ledger.summary().pending, 1);
     // The hold blocks spending beyond the available amount.
-    assert_eq!(world.transfer(&req("p1", TransferKind::P2p, C1, C3, 601)), rejected("p1", Code::InsufficientFunds));
+    assert_eq!(
+        world.transfer(&req("p1", TransferKind::P2p, C1, C3, 601)),
+        rejected("p1", Code::InsufficientFunds)
+    );
     // The promised money is not spendable yet.
-    assert_eq!(world.transfer(&req("p2", TransferKind::P2p, C2, C3, 1)), rejected("p2", Code::InsufficientFunds));
+    assert_eq!(
+        world.transfer(&req("p2", TransferKind::P2p, C2, C3, 1)),
+        rejected("p2", Code::InsufficientFunds)
+    );
     world.now += 1_000;
     let posted = world.post("h1").unwrap();
     assert_eq!(posted.status, TransferStatus::Completed);
@@ -710,7 +1012,10 @@ fn pending_hold_then_post() {
     assert_eq!(world.void("h1"), Err(Code::TransferNotPending));
     assert_eq!(world.ledger, before);
     // The retry of the original request replays the pending answer.
-    assert_eq!(world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 400, 60)), TransferOutcome::Accepted(answer));
+    assert_eq!(
+        world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 400, 60)),
+        TransferOutcome::Accepted(answer)
+    );
 }
 
 #[test]
@@ -718,12 +1023,22 @@ fn pending_void_releases_the_hold() {
     // Goal: void releases the hold; post after void fails; void twice is idempotent.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
-    accepted(world.transfer(&pending("h1", TransferKind::MerchantPayment, C1, M1, 700, 60)));
+    accepted(world.transfer(&pending(
+        "h1",
+        TransferKind::MerchantPayment,
+        C1,
+        M1,
+        700,
+        60,
+    )));
     assert_eq!(world.available(C1), 300);
     let voided = world.void("h1").unwrap();
     assert_eq!(voided.status, TransferStatus::Voided);
     let c1 = world.account(C1);
-    assert_eq!((c1.balance, c1.pending_out, c1.available()), (1_000, 0, 1_000));
+    assert_eq!(
+        (c1.balance, c1.pending_out, c1.available()),
+        (1_000, 0, 1_000)
+    );
     assert_eq!(world.account(M1).pending_in, 0);
     assert_eq!(world.post("h1"), Err(Code::TransferNotPending));
     let before = world.ledger.clone();
@@ -746,14 +1061,27 @@ fn pending_with_fee_holds_amount_plus_fee() {
     world.set_fees(TransferKind::CashOut, &[(1, 10_000, 20)]);
     let answer = accepted(world.transfer(&pending("h1", TransferKind::CashOut, C1, A1, 500, 60)));
     assert_eq!(answer.fee, 20);
-    assert_eq!((world.account(C1).pending_out, world.account(A1).pending_in), (520, 500));
+    assert_eq!(
+        (world.account(C1).pending_out, world.account(A1).pending_in),
+        (520, 500)
+    );
     assert_eq!(world.available(C1), 480);
     accepted(world.transfer(&pending("h2", TransferKind::CashOut, C1, A1, 100, 60)));
     assert_eq!(world.available(C1), 360);
     world.post("h1").unwrap();
-    assert_eq!((world.balance(C1), world.balance(A1), world.balance("fees")), (480, 500, 20));
+    assert_eq!(
+        (world.balance(C1), world.balance(A1), world.balance("fees")),
+        (480, 500, 20)
+    );
     world.void("h2").unwrap();
-    assert_eq!((world.balance(C1), world.available(C1), world.balance("fees")), (480, 480, 20));
+    assert_eq!(
+        (
+            world.balance(C1),
+            world.available(C1),
+            world.balance("fees")
+        ),
+        (480, 480, 20)
+    );
 }
 
 #[test]
@@ -761,7 +1089,10 @@ fn pending_issue_from_float() {
     // Goal: the float can hold pending issues too; its available goes negative.
     let mut world = World::populated();
     accepted(world.transfer(&pending("h1", TransferKind::Issue, "float", C1, 500, 60)));
-    assert_eq!((world.balance("float"), world.available("float")), (0, -500));
+    assert_eq!(
+        (world.balance("float"), world.available("float")),
+        (0, -500)
+    );
     assert_eq!(world.account(C1).pending_in, 500);
     world.post("h1").unwrap();
     assert_eq!((world.balance("float"), world.balance(C1)), (-500, 500));
@@ -777,7 +1108,10 @@ fn expire_pending_voids_due_transfers_exactly_once() {
     accepted(world.transfer(&pending("h2", TransferKind::P2p, C1, C2, 200, 20)));
     let d1 = T0 + 10_000;
     let d2 = T0 + 5 + 20_000;
-    assert_eq!(world.ledger.transfer(&tid("h1")).unwrap().expires_at_ms, Some(d1));
+    assert_eq!(
+        world.ledger.transfer(&tid("h1")).unwrap().expires_at_ms,
+        Some(d1)
+    );
     assert_eq!(world.ledger.next_expiry_ms(), Some(d1));
     assert_eq!(world.expire_at(d1 - 1), 0);
     assert_eq!(world.view("h1").status, TransferStatus::Pending);
@@ -785,12 +1119,19 @@ fn expire_pending_voids_due_transfers_exactly_once() {
     assert_eq!(world.view("h1").status, TransferStatus::Voided);
     assert_eq!(world.available(C1), 800);
     assert_eq!(world.ledger.next_expiry_ms(), Some(d2));
-    assert_eq!(world.expire_at(d1), 0, "a second expiry at the same time voids nothing");
+    assert_eq!(
+        world.expire_at(d1),
+        0,
+        "a second expiry at the same time voids nothing"
+    );
     assert_eq!(world.expire_at(d2 + 1_000_000), 1);
     assert_eq!(world.expire_at(d2 + 1_000_000), 0);
     assert_eq!(world.ledger.next_expiry_ms(), None);
     let c1 = world.account(C1);
-    assert_eq!((c1.balance, c1.pending_out, c1.available()), (1_000, 0, 1_000));
+    assert_eq!(
+        (c1.balance, c1.pending_out, c1.available()),
+        (1_000, 0, 1_000)
+    );
     assert_eq!(world.account(C2).pending_in, 0);
     // A voided-by-expiry transfer cannot be posted.
     assert_eq!(world.post("h2"), Err(Code::TransferNotPending));
@@ -804,13 +1145,24 @@ fn post_after_deadline_loses_to_expiry() {
     accepted(world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 100, 30)));
     accepted(world.transfer(&pending("h2", TransferKind::P2p, C1, C2, 100, 30)));
     world.now = T0 + 30_000 - 1;
-    assert_eq!(world.post("h2").unwrap().status, TransferStatus::Completed, "just before the deadline posts");
+    assert_eq!(
+        world.post("h2").unwrap().status,
+        TransferStatus::Completed,
+        "just before the deadline posts"
+    );
     world.now = T0 + 30_000;
     assert_eq!(world.post("h1"), Err(Code::TransferNotPending));
     assert_eq!(world.view("h1").status, TransferStatus::Voided);
-    assert_eq!((world.balance(C1), world.available(C1), world.balance(C2)), (900, 900, 100));
+    assert_eq!(
+        (world.balance(C1), world.available(C1), world.balance(C2)),
+        (900, 900, 100)
+    );
     assert_eq!(world.ledger.next_expiry_ms(), None);
-    assert_eq!(world.expire_at(T0 + 31_000), 0, "expiry does not void it a second time");
+    assert_eq!(
+        world.expire_at(T0 + 31_000),
+        0,
+        "expiry does not void it a second time"
+    );
     assert_eq!(world.post("h1"), Err(Code::TransferNotPending));
 }
 
@@ -826,16 +1178,35 @@ fn reversal_moves_the_amount_back() {
     let answer = accepted(world.reverse(&reversal("rv1", "m1")));
     assert_eq!(
         answer,
-        Accepted { id: tid("rv1"), status: TransferStatus::Completed, amount: 400, fee: 0, from_balance: 0, to_balance: 1_000 }
+        Accepted {
+            id: tid("rv1"),
+            status: TransferStatus::Completed,
+            amount: 400,
+            fee: 0,
+            from_balance: 0,
+            to_balance: 1_000
+        }
     );
     let original = world.view("m1");
-    assert_eq!((original.status, original.reversed_by.clone()), (TransferStatus::Reversed, Some(tid("rv1"))));
+    assert_eq!(
+        (original.status, original.reversed_by.clone()),
+        (TransferStatus::Reversed, Some(tid("rv1")))
+    );
     let back = world.view("rv1");
-    assert_eq!((back.kind, back.status), (TransferKind::Reversal, TransferStatus::Completed));
-    assert_eq!((back.from.as_str(), back.to.as_str(), back.amount), (M1, C1, 400));
+    assert_eq!(
+        (back.kind, back.status),
+        (TransferKind::Reversal, TransferStatus::Completed)
+    );
+    assert_eq!(
+        (back.from.as_str(), back.to.as_str(), back.amount),
+        (M1, C1, 400)
+    );
     assert_eq!(back.reverses, Some(tid("m1")));
     // Posting a reversed transfer reports it; voiding is impossible.
-    assert_eq!(world.post("m1").map(|v| v.status), Ok(TransferStatus::Reversed));
+    assert_eq!(
+        world.post("m1").map(|v| v.status),
+        Ok(TransferStatus::Reversed)
+    );
     assert_eq!(world.void("m1"), Err(Code::TransferNotPending));
 }
 
@@ -848,13 +1219,33 @@ fn reversal_rules() {
     let first = world.reverse(&reversal("rv1", "p1"));
     accepted(first.clone());
     let after = world.ledger.clone();
-    assert_eq!(world.reverse(&reversal("rv1", "p1")), first, "a retry replays the answer");
+    assert_eq!(
+        world.reverse(&reversal("rv1", "p1")),
+        first,
+        "a retry replays the answer"
+    );
     assert_eq!(world.ledger, after);
-    assert_eq!(world.reverse(&reversal("rv2", "p1")), refused("rv2", Code::AlreadyReversed));
-    let other_reason = ReversalRequest { reason: "other".into(), ..reversal("rv1", "p1") };
-    assert_eq!(world.reverse(&other_reason), refused("rv1", Code::IdConflict));
-    assert_eq!(world.reverse(&reversal("rv3", "nope")), refused("rv3", Code::TransferNotFound));
-    assert_eq!(world.reverse(&reversal("rv4", "rv1")), refused("rv4", Code::NotReversible), "no reversal of a reversal");
+    assert_eq!(
+        world.reverse(&reversal("rv2", "p1")),
+        refused("rv2", Code::AlreadyReversed)
+    );
+    let other_reason = ReversalRequest {
+        reason: "other".into(),
+        ..reversal("rv1", "p1")
+    };
+    assert_eq!(
+        world.reverse(&other_reason),
+        refused("rv1", Code::IdConflict)
+    );
+    assert_eq!(
+        world.reverse(&reversal("rv3", "nope")),
+        refused("rv3", Code::TransferNotFound)
+    );
+    assert_eq!(
+        world.reverse(&reversal("rv4", "rv1")),
+        refused("rv4", Code::NotReversible),
+        "no reversal of a reversal"
+    );
     // Rejected, pending and voided transfers are not reversible.
     world.transfer(&req("rej", TransferKind::P2p, C1, M1, 1));
     accepted(world.transfer(&pending("pen", TransferKind::P2p, C1, C2, 1, 60)));
@@ -862,10 +1253,16 @@ fn reversal_rules() {
     world.void("voi").unwrap();
     for (n, original) in ["rej", "pen", "voi"].into_iter().enumerate() {
         let id = format!("rn{n}");
-        assert_eq!(world.reverse(&reversal(&id, original)), refused(&id, Code::NotReversible));
+        assert_eq!(
+            world.reverse(&reversal(&id, original)),
+            refused(&id, Code::NotReversible)
+        );
         assert!(world.ledger.transfer(&tid(&id)).is_none());
     }
-    let long = ReversalRequest { reason: "r".repeat(TEXT_BYTES_MAX + 1), ..reversal("rv5", "i1") };
+    let long = ReversalRequest {
+        reason: "r".repeat(TEXT_BYTES_MAX + 1),
+        ..reversal("rv5", "i1")
+    };
     assert_eq!(world.reverse(&long), refused("rv5", Code::InvalidRequest));
     // A posted pending transfer is reversible.
     world.post("pen").unwrap();
@@ -883,7 +1280,14 @@ fn reversal_when_payee_spent_the_money() {
     let answer = world.reverse(&reversal("rv1", "p1"));
     assert_eq!(answer, rejected("rv1", Code::InsufficientFunds));
     let view = world.view("rv1");
-    assert_eq!((view.status, view.code, view.kind), (TransferStatus::Rejected, Some(Code::InsufficientFunds), TransferKind::Reversal));
+    assert_eq!(
+        (view.status, view.code, view.kind),
+        (
+            TransferStatus::Rejected,
+            Some(Code::InsufficientFunds),
+            TransferKind::Reversal
+        )
+    );
     assert_eq!(world.view("p1").status, TransferStatus::Completed);
     assert_eq!((world.balance(C1), world.balance(C2)), (500, 50));
     // Money back at the payee does not change the recorded answer; a new reversal id works.
@@ -894,7 +1298,10 @@ fn reversal_when_payee_spent_the_money() {
     // A hold also makes the money unavailable for a reversal.
     accepted(world.transfer(&req("p4", TransferKind::P2p, C1, C2, 100)));
     accepted(world.transfer(&pending("h1", TransferKind::P2p, C2, C3, 100, 60)));
-    assert_eq!(world.reverse(&reversal("rv3", "p4")), rejected("rv3", Code::InsufficientFunds));
+    assert_eq!(
+        world.reverse(&reversal("rv3", "p4")),
+        rejected("rv3", Code::InsufficientFunds)
+    );
 }
 
 #[test]
@@ -902,12 +1309,21 @@ fn reversal_keeps_the_fee() {
     // Goal: a reversal returns the amount but not the fee, and charges no fee itself.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
-    world.set_fees(TransferKind::P2p, &[(1, 1_000, 10)]);
-    world.set_fees(TransferKind::Reversal, &[(1, 1_000, 99)]);
+    let mut tariff = Tariff::default();
+    tariff
+        .fees
+        .insert(TransferKind::P2p, bands(&[(1, 1_000, 10)]));
+    tariff
+        .fees
+        .insert(TransferKind::Reversal, bands(&[(1, 1_000, 99)]));
+    assert_eq!(world.status(Command::SetTariff(tariff)), Ok(()));
     accepted(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 100)));
     let back = accepted(world.reverse(&reversal("rv1", "p1")));
     assert_eq!(back.fee, 0);
-    assert_eq!((world.balance(C1), world.balance(C2), world.balance("fees")), (990, 0, 10));
+    assert_eq!(
+        (world.balance(C1), world.balance(C2), world.balance("fees")),
+        (990, 0, 10)
+    );
 }
 
 #[test]
@@ -924,17 +1340,23 @@ fn reversal_of_issue_and_redeem_with_the_float() {
 }
 
 #[test]
-fn frozen_payee_can_be_reversed_but_closed_cannot() {
+fn reversal_from_frozen_account_allowed_but_not_from_closed() {
     // Goal: reversals ignore a frozen payer (operator action) but refuse a closed one.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
     accepted(world.transfer(&req("m1", TransferKind::MerchantPayment, C1, M1, 100)));
     accepted(world.transfer(&req("m2", TransferKind::MerchantPayment, C1, M1, 100)));
-    let set = |status| Command::SetAccountStatus { id: acc(M1), status };
+    let set = |status| Command::SetAccountStatus {
+        id: acc(M1),
+        status,
+    };
     world.status(set(AccountStatus::Frozen)).unwrap();
     accepted(world.reverse(&reversal("rv1", "m1")));
     world.status(set(AccountStatus::Closed)).unwrap();
-    assert_eq!(world.reverse(&reversal("rv2", "m2")), rejected("rv2", Code::AccountClosed));
+    assert_eq!(
+        world.reverse(&reversal("rv2", "m2")),
+        rejected("rv2", Code::AccountClosed)
+    );
     assert_eq!((world.balance(C1), world.balance(M1)), (900, 100));
 }
 
@@ -943,10 +1365,12 @@ fn frozen_payee_can_be_reversed_but_closed_cannot() {
 /// payee at or below BALANCE_MAX, but reversing a *redeem* debits the float unchecked (and
 /// credits the customer unchecked), so both bounds that `limits.rs` promises ("Largest absolute
 /// balance an account may reach. Keeps every sum far from i64 overflow.") can be broken.
-/// Repeating the pattern grows the excess without bound until `add`/`sub` panic on overflow.
-/// This test is expected to FAIL until `reverse` applies the same bound checks as transfers.
+/// Repeating the pattern (redeem, re-issue up to the floor, reverse the redeems) pushes further
+/// past the bounds that the "no sum in apply can overflow" argument in `limits.rs` relies on.
+/// `check_invariants` does not check these bounds, so nothing notices.
+/// Regression: `reverse` now applies the same bound checks as transfers.
 #[test]
-fn bug_reversal_of_redeem_breaks_balance_bounds() {
+fn regression_reversal_of_redeem_keeps_balance_bounds() {
     // Goal: no sequence of commands takes any account's |balance| above BALANCE_MAX.
     let mut world = World::populated();
     let steps = (BALANCE_MAX as u64) / AMOUNT_MAX;
@@ -955,7 +1379,10 @@ fn bug_reversal_of_redeem_breaks_balance_bounds() {
     }
     accepted(world.transfer(&req("r1", TransferKind::Redeem, C1, "float", AMOUNT_MAX)));
     world.issue("again", C1, AMOUNT_MAX);
-    assert_eq!((world.balance("float"), world.balance(C1)), (-BALANCE_MAX, BALANCE_MAX));
+    assert_eq!(
+        (world.balance("float"), world.balance(C1)),
+        (-BALANCE_MAX, BALANCE_MAX)
+    );
     let outcome = world.reverse(&reversal("rv1", "r1"));
     for account in world.ledger.accounts() {
         assert!(
@@ -989,16 +1416,23 @@ fn batch_answers_in_order_like_single_calls() {
     let mut singles = world.ledger.clone();
     let expected: Vec<TransferOutcome> = requests
         .iter()
-        .map(|r| match singles.apply(&Command::Transfer(r.clone()), world.now) {
-            Outcome::Transfer(outcome) => outcome,
-            other => panic!("unexpected {other:?}"),
-        })
+        .map(
+            |r| match singles.apply(&Command::Transfer(r.clone()), world.now) {
+                Outcome::Transfer(outcome) => outcome,
+                other => panic!("unexpected {other:?}"),
+            },
+        )
         .collect();
-    let Outcome::Batch(results) = world.apply(Command::Batch(requests)) else { panic!("batch answers a batch") };
+    let Outcome::Batch(results) = world.apply(Command::Batch(requests)) else {
+        panic!("batch answers a batch")
+    };
     assert_eq!(results, expected);
     assert_eq!(world.ledger, singles, "same state as single calls");
     assert!(matches!(results[0], TransferOutcome::Accepted(_)));
-    assert!(matches!(results[1], TransferOutcome::Accepted(_)), "sees the effect of b1");
+    assert!(
+        matches!(results[1], TransferOutcome::Accepted(_)),
+        "sees the effect of b1"
+    );
     assert_eq!(results[2], refused("b3", Code::SameAccount));
     assert_eq!(results[3], rejected("b4", Code::KindNotAllowed));
     assert_eq!(results[4], rejected("b5", Code::InsufficientFunds));
@@ -1009,16 +1443,51 @@ fn batch_answers_in_order_like_single_calls() {
 }
 
 #[test]
+fn refused_requests_do_not_reserve_their_id() {
+    // Goal: pin down that a refusal records nothing, so a retry can meet a later owner of the id.
+    let mut world = World::populated();
+    world.issue("i1", C1, 1_000);
+    let bad = req("t1", TransferKind::P2p, C1, C1, 10);
+    let good = req("t1", TransferKind::P2p, C1, C2, 10);
+    let batch = Command::Batch(vec![bad.clone(), good.clone()]);
+    let first = world.apply(batch.clone());
+    assert_eq!(
+        first,
+        Outcome::Batch(vec![
+            refused("t1", Code::SameAccount),
+            world.transfer(&good)
+        ])
+    );
+    let after = world.ledger.clone();
+    // Retrying the very same batch: no effect, but the first element now meets t1's owner.
+    let second = world.apply(batch);
+    assert_eq!(world.ledger, after);
+    let Outcome::Batch(second) = second else {
+        panic!("a batch answers a batch")
+    };
+    assert_eq!(second[0], refused("t1", Code::IdConflict));
+    assert_eq!(world.transfer(&bad), refused("t1", Code::IdConflict));
+    assert_eq!(world.balance(C2), 10);
+}
+
+#[test]
 fn oversized_and_empty_batches_do_nothing() {
     // Goal: more than BATCH_MAX requests answers an empty list and changes nothing; empty is fine.
     let mut world = World::populated();
     world.issue("i1", C1, 100_000);
     let before = world.ledger.clone();
-    let requests: Vec<TransferRequest> =
-        (0..=BATCH_MAX).map(|n| req(&format!("b{n}"), TransferKind::P2p, C1, C2, 1)).collect();
-    assert_eq!(world.apply(Command::Batch(requests)), Outcome::Batch(Vec::new()));
+    let requests: Vec<TransferRequest> = (0..=BATCH_MAX)
+        .map(|n| req(&format!("b{n}"), TransferKind::P2p, C1, C2, 1))
+        .collect();
+    assert_eq!(
+        world.apply(Command::Batch(requests)),
+        Outcome::Batch(Vec::new())
+    );
     assert_eq!(world.ledger, before);
-    assert_eq!(world.apply(Command::Batch(Vec::new())), Outcome::Batch(Vec::new()));
+    assert_eq!(
+        world.apply(Command::Batch(Vec::new())),
+        Outcome::Batch(Vec::new())
+    );
     assert_eq!(world.ledger, before);
 }
 
@@ -1037,22 +1506,44 @@ fn statement_newest_first_with_balances() {
     let all = world.ledger.statement(&acc(C1), 10).unwrap();
     let ids: Vec<&str> = all.iter().map(|e| e.transfer_id.as_str()).collect();
     assert_eq!(ids, vec!["p2", "p1", "i1"]);
-    assert_eq!(all.iter().map(|e| e.balance_after).collect::<Vec<_>>(), vec![938, 898, 1_000]);
-    assert_eq!(all.iter().map(|e| e.direction).collect::<Vec<_>>(), vec![Direction::Credit, Direction::Debit, Direction::Credit]);
+    assert_eq!(
+        all.iter().map(|e| e.balance_after).collect::<Vec<_>>(),
+        vec![938, 898, 1_000]
+    );
+    assert_eq!(
+        all.iter().map(|e| e.direction).collect::<Vec<_>>(),
+        vec![Direction::Credit, Direction::Debit, Direction::Credit]
+    );
     let p1 = &all[1];
-    assert_eq!((p1.amount, p1.fee, p1.kind, p1.counterparty.as_str()), (100, 2, TransferKind::P2p, C2));
+    assert_eq!(
+        (p1.amount, p1.fee, p1.kind, p1.counterparty.as_str()),
+        (100, 2, TransferKind::P2p, C2)
+    );
     assert_eq!(p1.at, "2026-11-25T21:04:06.000Z");
-    assert_eq!(world.ledger.statement(&acc(C1), 1).unwrap(), all[..1].to_vec());
+    assert_eq!(
+        world.ledger.statement(&acc(C1), 1).unwrap(),
+        all[..1].to_vec()
+    );
     assert_eq!(world.ledger.statement(&acc(C1), 0).unwrap(), Vec::new());
     assert_eq!(world.ledger.statement(&acc(NOBODY), 10), None);
     let fees = world.ledger.statement(&acc("fees"), 10).unwrap();
     assert_eq!(fees.len(), 2);
-    assert_eq!((fees[0].amount, fees[0].balance_after, fees[0].counterparty.as_str()), (2, 4, C2));
+    assert_eq!(
+        (
+            fees[0].amount,
+            fees[0].balance_after,
+            fees[0].counterparty.as_str()
+        ),
+        (2, 4, C2)
+    );
     // Holds write no statement line; posting does.
     accepted(world.transfer(&pending("h1", TransferKind::P2p, C1, C3, 10, 60)));
     assert_eq!(world.ledger.statement(&acc(C1), 10).unwrap().len(), 3);
     world.post("h1").unwrap();
-    assert_eq!(world.ledger.statement(&acc(C1), 1).unwrap()[0].balance_after, 926);
+    assert_eq!(
+        world.ledger.statement(&acc(C1), 1).unwrap()[0].balance_after,
+        926
+    );
 }
 
 #[test]
@@ -1067,7 +1558,14 @@ fn summary_totals() {
     world.transfer(&req("same", TransferKind::P2p, C1, C1, 10));
     assert_eq!(
         world.ledger.summary(),
-        Summary { accounts: 8, transfers: 4, pending: 1, balance_sum: 0, float_balance: -1_000, fees_balance: 1 }
+        Summary {
+            accounts: 8,
+            transfers: 4,
+            pending: 1,
+            balance_sum: 0,
+            float_balance: -1_000,
+            fees_balance: 1
+        }
     );
 }
 
@@ -1081,7 +1579,12 @@ fn snapshot_round_trip() {
     world.transfer(&req("x", TransferKind::P2p, C1, M1, 10));
     world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 10, 60));
     world.reverse(&reversal("rv1", "p1"));
-    world.status(Command::SetAccountStatus { id: acc(C3), status: AccountStatus::Frozen }).unwrap();
+    world
+        .status(Command::SetAccountStatus {
+            id: acc(C3),
+            status: AccountStatus::Frozen,
+        })
+        .unwrap();
     let bytes = postcard::to_allocvec(&world.ledger).unwrap();
     let mut restored: Ledger = postcard::from_bytes(&bytes).unwrap();
     restored.check_invariants();

@@ -1,1 +1,96 @@
-fn main() {}
+//! # cellpay — the node binary
+//!
+//! One binary for every role: `dev` (a local cluster of child processes), `cluster new`
+//! (configuration and TLS material), `node` (one cluster member), `bench` (load generator) and
+//! `admin` (management client). The HTTP API lives in [`api`], the wiring of a node in
+//! [`server`], telemetry in [`telemetry`].
+//!
+//! Nothing depends on this crate.
+
+mod admin;
+mod api;
+mod bench;
+mod cluster_new;
+mod config;
+mod dev;
+mod limits;
+mod server;
+mod telemetry;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cellpay", version, about = "cellpay: a replicated mobile-money ledger")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create (if absent) and run a local cluster of N nodes as child processes.
+    Dev(dev::DevArgs),
+    /// Cluster set-up commands.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// Run one node in the foreground.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Load generator against a running cluster.
+    Bench(bench::BenchArgs),
+    /// Management client.
+    Admin(admin::AdminArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Write DIR/node-k/config.toml and the TLS material for a local N-node cluster.
+    New {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        #[arg(long)]
+        token: Option<String>,
+        /// Snapshot after this many entries (small values make tests exercise snapshots).
+        #[arg(long, default_value_t = 5000)]
+        snapshot_logs: u64,
+        /// Log entries kept behind a snapshot.
+        #[arg(long, default_value_t = 1000)]
+        logs_to_keep: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Cmd::Dev(args) => runtime.block_on(dev::run(args)),
+        Cmd::Cluster { command: ClusterCmd::New { nodes, data, http_port, token, snapshot_logs, logs_to_keep } } => {
+            let tuning = config::RaftTuning {
+                snapshot_logs_since_last: snapshot_logs,
+                logs_to_keep,
+                ..Default::default()
+            };
+            let token = cluster_new::write_cluster(nodes, &data, http_port, token, tuning)?;
+            println!("wrote a {nodes}-node cluster to {}", data.display());
+            println!("admin token: {token}");
+            Ok(())
+        }
+        Cmd::Node { config } => {
+            let config = config::Config::load(&config)?;
+            telemetry::init_tracing(config.node_id);
+            runtime.block_on(server::run(config))
+        }
+        Cmd::Bench(args) => runtime.block_on(bench::run(args)),
+        Cmd::Admin(args) => runtime.block_on(admin::run(args)),
+    }
+}

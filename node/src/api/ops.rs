@@ -1,0 +1,103 @@
+//! Operations routes: `/health`, `/metrics`, `/v1/cluster`, and the admin routes for the tariff
+//! and account status.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use ledger::{AccountStatus, Command, Outcome, ShardId, Tariff};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::accounts::parse_account_id;
+use super::error::ApiError;
+use super::json::ApiJson;
+use super::App;
+
+/// 200 when every Raft group on this node knows its leader (the node can serve), else 503.
+pub async fn health(State(app): State<App>) -> impl IntoResponse {
+    let serving = app.shards.groups().iter().all(|g| g.raft.metrics().borrow().current_leader.is_some());
+    if serving {
+        (StatusCode::OK, Json(json!({"status": "ok", "node_id": app.config.node_id})))
+    } else {
+        let error = ApiError::new("unavailable", "no leader known yet");
+        (error.status(), Json(error.body()))
+    }
+}
+
+pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    crate::telemetry::refresh_raft_gauges(&app.shards);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.prometheus.render())
+}
+
+/// Nodes with reachability, and every shard with its Raft state as this node sees it.
+pub async fn cluster(State(app): State<App>) -> Json<Value> {
+    let mut nodes = Vec::new();
+    for peer in &app.config.peers {
+        let up = peer.id == app.config.node_id || app.shards.ping(peer.id).await;
+        nodes.push(json!({"id": peer.id, "addr": peer.http_addr.to_string(), "up": up}));
+    }
+    let mut shards = Vec::new();
+    for shard in 0..app.shards.shard_count() {
+        let group = app.shards.group_of(ShardId(shard));
+        let Some(g) = app.shards.groups().get(usize::try_from(group).unwrap_or(usize::MAX)) else {
+            continue;
+        };
+        let m = g.raft.metrics().borrow().clone();
+        let members: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        shards.push(json!({
+            "id": shard,
+            "group": group,
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "members": members,
+            "applied_index": m.last_applied.map(|id| id.index),
+            "last_log_index": m.last_log_index,
+            "snapshot_index": m.snapshot.map(|id| id.index),
+            "purged_index": m.purged.map(|id| id.index),
+            "state": format!("{:?}", m.state),
+        }));
+    }
+    Json(json!({"node_id": app.config.node_id, "nodes": nodes, "shards": shards}))
+}
+
+/// Sets the fee bands and per-kind limits (replicated; applies to transfers after it).
+pub async fn set_tariff(State(app): State<App>, ApiJson(tariff): ApiJson<Tariff>) -> Result<Json<Value>, ApiError> {
+    tariff.validate().map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+    // The tariff is the same on every group: write it to each.
+    let groups = u32::try_from(app.shards.groups().len()).expect("group count fits u32");
+    for group in 0..groups {
+        match app.shards.write(ShardId(group), Command::SetTariff(tariff.clone())).await? {
+            Outcome::Status(Ok(())) => {}
+            Outcome::Status(Err(code)) => return Err(ApiError::from_code(code)),
+            other => return Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+        }
+    }
+    Ok(Json(json!(tariff)))
+}
+
+pub async fn get_tariff(State(app): State<App>) -> Json<Value> {
+    let tariff = app.shards.groups()[0].reader.read().ledger.tariff().clone();
+    Json(json!(tariff))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    status: AccountStatus,
+}
+
+/// Freezes, unfreezes or closes an account.
+pub async fn set_account_status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_account_id(&id)?;
+    let shard = app.shards.shard_of(&id);
+    match app.shards.write(shard, Command::SetAccountStatus { id: id.clone(), status: body.status }).await? {
+        Outcome::Status(Ok(())) => Ok(Json(json!({"id": id, "status": body.status}))),
+        Outcome::Status(Err(code)) => Err(ApiError::from_code(code)),
+        other => Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+    }
+}

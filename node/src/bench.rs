@@ -1,0 +1,760 @@
+//! `cellpay bench`: a load generator. Creates and funds N customer accounts, runs p2p transfers
+//! between them from C concurrent workers for a while (one transfer per request, or B per batch
+//! request), prints throughput and latency, and checks conservation of money at the end.
+//!
+//! A request that fails in transport or is answered 429/5xx is retried with the same transfer
+//! ids: the idempotent-retry path of the API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::limits::BATCH_MAX;
+
+/// Money issued to each bench account, in minor units.
+const FUNDING: u64 = 1_000_000;
+/// Attempts of one request (the first included) on transport errors, 429 and 5xx.
+const ATTEMPTS: u32 = 5;
+/// Requests at once while creating, funding and reading accounts.
+const SETUP_CONCURRENCY: usize = 64;
+const FUNDING_CONCURRENCY: usize = 4;
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest account count: the index has 6 digits in the account id.
+const ACCOUNTS_MAX: usize = 1_000_000;
+/// Error codes of a batch item that a retry may cure (their HTTP status is 429 or 5xx).
+const RETRYABLE_CODES: [&str; 3] = ["overloaded", "unavailable", "internal"];
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Node URLs, comma separated (http://127.0.0.1:8080,http://127.0.0.1:8081); requests are
+    /// spread round-robin over them.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
+    /// Admin bearer token.
+    #[arg(long)]
+    pub token: String,
+    /// Accounts created and funded for the run (2..=1000000).
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    /// How long to send transfers: 500ms, 30s, 2m, 1h (a bare number is seconds).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent workers, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Transfers per request: 1 uses POST /v1/transfers, more uses /v1/transfers/batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let targets = check_args(&args)?;
+    let bench = Arc::new(Bench::new(targets, &args.token, args.concurrency)?);
+    let currency = bench.preflight().await?;
+    let tag = format!("{:04}", rand::rng().random_range(0..10_000u32));
+    let ids: Arc<Vec<String>> = Arc::new(
+        (0..args.accounts)
+            .map(|index| account_id(&tag, index))
+            .collect(),
+    );
+    eprintln!("run {tag}: creating {} accounts ...", ids.len());
+    create_accounts(&bench, &ids, &tag, currency.as_deref()).await?;
+    eprintln!("run {tag}: funding them with {FUNDING} each ...");
+    fund_accounts(&bench, &ids, &tag).await?;
+    // Read after funding: a configured fee on `issue` is paid by `float`, not by bench accounts.
+    let fees_start = summary_field(&bench, "fees_balance").await?;
+    eprintln!(
+        "run {tag}: sending transfers for {:?} from {} workers ...",
+        args.duration, args.concurrency
+    );
+    let load = Load {
+        bench: Arc::clone(&bench),
+        ids: Arc::clone(&ids),
+        tag: tag.clone(),
+        batch: args.batch,
+        deadline: Instant::now() + args.duration,
+        progress: Arc::new(Progress::default()),
+    };
+    let (stats, elapsed) = run_load(load, args.concurrency).await?;
+    print_report(&args, &bench.targets, &stats, elapsed);
+    check_conservation(&bench, &ids, fees_start).await
+}
+
+/// Validates the arguments; returns the targets without trailing slashes.
+fn check_args(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    ensure!(
+        (2..=ACCOUNTS_MAX).contains(&args.accounts),
+        "--accounts must be between 2 and {ACCOUNTS_MAX}"
+    );
+    ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    ensure!(
+        (1..=BATCH_MAX).contains(&args.batch),
+        "--batch must be between 1 and {BATCH_MAX}"
+    );
+    let targets: Vec<String> = args
+        .target
+        .iter()
+        .map(|target| target.trim().trim_end_matches('/').to_string())
+        .filter(|target| !target.is_empty())
+        .collect();
+    ensure!(!targets.is_empty(), "--target needs at least one URL");
+    for target in &targets {
+        ensure!(
+            target.starts_with("http://"),
+            "--target {target}: only plain http:// URLs are supported"
+        );
+    }
+    Ok(targets)
+}
+
+/// `+1999` + 4-digit run tag + 6-digit index: 14 digits, a valid E.164 number.
+fn account_id(tag: &str, index: usize) -> String {
+    format!("+1999{tag}{index:06}")
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    if duration.is_zero() {
+        return Err("duration must be positive".into());
+    }
+    Ok(duration)
+}
+
+/// The value at the given per-mille rank of an ascending slice (nearest rank); 0 when empty.
+fn percentile(sorted: &[u64], per_mille: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (per_mille * sorted.len())
+        .div_ceil(1000)
+        .clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The HTTP side: one pooled client, the targets and a round-robin cursor.
+struct Bench {
+    client: reqwest::Client,
+    targets: Vec<String>,
+    token: String,
+    next: AtomicUsize,
+}
+
+/// One HTTP attempt's result: a status and JSON body, or a transport failure (its code).
+enum Reply {
+    Answer(u16, Value),
+    Transport(&'static str),
+}
+
+impl Bench {
+    fn new(targets: Vec<String>, token: &str, concurrency: usize) -> anyhow::Result<Bench> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency.max(SETUP_CONCURRENCY))
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Bench {
+            client,
+            targets,
+            token: token.to_string(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn target(&self) -> &str {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        &self.targets[index]
+    }
+
+    /// One attempt, on the next target.
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
+        let url = format!("{}{path}", self.target());
+        let mut request = self.client.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Reply::Transport(transport_code(&error)),
+        };
+        let status = response.status().as_u16();
+        match response.bytes().await {
+            Ok(bytes) => Reply::Answer(
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            ),
+            Err(error) => Reply::Transport(transport_code(&error)),
+        }
+    }
+
+    /// A set-up or check request, retried on transport errors, 429 and 5xx.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            match self.send(method.clone(), path, body).await {
+                Reply::Answer(status, answer) if status != 429 && status < 500 => {
+                    return Ok((status, answer))
+                }
+                Reply::Answer(status, answer) => last = format!("{status} {answer}"),
+                Reply::Transport(code) => last = code.to_string(),
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        bail!("{method} {path} failed {ATTEMPTS} times; last: {last}")
+    }
+
+    /// Checks every target's /health and the token; returns the cluster's currency when known.
+    async fn preflight(&self) -> anyhow::Result<Option<String>> {
+        for target in &self.targets {
+            let response = self.client.get(format!("{target}/health")).send().await;
+            let healthy = response
+                .as_ref()
+                .is_ok_and(|response| response.status().is_success());
+            ensure!(healthy, "{target}/health does not answer 200: {response:?}");
+        }
+        let (status, float) = self
+            .call(reqwest::Method::GET, "/v1/accounts/float", None)
+            .await?;
+        ensure!(status != 401, "the token was refused (401)");
+        Ok(float["currency"].as_str().map(str::to_string))
+    }
+}
+
+fn transport_code(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "transport_timeout"
+    } else if error.is_connect() {
+        "transport_connect"
+    } else {
+        "transport"
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50 * u64::from(attempt))
+}
+
+/// Creates the accounts, 64 at once. An account that already exists is accepted only when it is
+/// empty (typically created by an earlier attempt of the same request).
+async fn create_accounts(
+    bench: &Bench,
+    ids: &[String],
+    tag: &str,
+    currency: Option<&str>,
+) -> anyhow::Result<()> {
+    stream::iter(ids.iter().enumerate())
+        .map(|(index, id)| async move {
+            let mut body = json!({"id": id, "kind": "customer", "name": format!("bench {tag} {index}")});
+            if let Some(currency) = currency {
+                body["currency"] = json!(currency);
+            }
+            let (status, answer) = bench.call(reqwest::Method::POST, "/v1/accounts", Some(&body)).await?;
+            match status {
+                201 => Ok(()),
+                409 => {
+                    let account = get_account(bench, id).await?;
+                    let empty = ["balance", "pending_out", "pending_in"].iter().all(|field| account[field] == 0);
+                    ensure!(empty, "account {id} already exists with money (run tag collision): retry the bench");
+                    Ok(())
+                }
+                _ => bail!("creating {id} answered {status}: {answer}"),
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+async fn get_account(bench: &Bench, id: &str) -> anyhow::Result<Value> {
+    let path = format!("/v1/accounts/{}", id.replace('+', "%2B"));
+    let (status, account) = bench.call(reqwest::Method::GET, &path, None).await?;
+    ensure!(status == 200, "GET {path} answered {status}: {account}");
+    Ok(account)
+}
+
+/// Issues [`FUNDING`] to every account from `float`, in batches of up to [`BATCH_MAX`].
+async fn fund_accounts(bench: &Bench, ids: &[String], tag: &str) -> anyhow::Result<()> {
+    let items: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            json!({"id": format!("b{tag}-fund-{index}"), "kind": "issue", "from": "float", "to": id, "amount": FUNDING})
+        })
+        .collect();
+    stream::iter(items.chunks(BATCH_MAX))
+        .map(|chunk| async move {
+            let mut stats = Stats::default();
+            send_transfers(bench, chunk.to_vec(), true, &mut stats, None).await;
+            ensure!(
+                stats.completed == chunk.len() as u64,
+                "funding failed: {} of {} completed; rejections {:?}, errors {:?}",
+                stats.completed,
+                chunk.len(),
+                stats.rejections,
+                stats.errors
+            );
+            Ok(())
+        })
+        .buffer_unordered(FUNDING_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+/// How one transfer fared in one attempt.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Completed {
+        fee: u64,
+    },
+    Rejected(String),
+    /// Worth retrying with the same id (transport error, 429, 5xx).
+    Retry(String),
+    /// A final error answer.
+    Failed(String),
+}
+
+/// Classifies a single-transfer answer (`status` given) or a batch item (`status` None).
+fn classify(status: Option<u16>, body: &Value) -> Outcome {
+    match body["status"].as_str() {
+        Some("completed" | "pending") => {
+            return Outcome::Completed {
+                fee: body["fee"].as_u64().unwrap_or(0),
+            }
+        }
+        Some("rejected") => {
+            return Outcome::Rejected(body["code"].as_str().unwrap_or("rejected").to_string())
+        }
+        _ => {}
+    }
+    let code = body["error"]["code"].as_str().map(str::to_string);
+    match (status, code) {
+        (Some(status), code) if status == 429 || status >= 500 => {
+            Outcome::Retry(code.unwrap_or(format!("http_{status}")))
+        }
+        (_, Some(code)) if RETRYABLE_CODES.contains(&code.as_str()) => Outcome::Retry(code),
+        (_, Some(code)) => Outcome::Failed(code),
+        (Some(status), None) => Outcome::Failed(format!("http_{status}")),
+        (None, None) => Outcome::Failed("bad_batch_item".to_string()),
+    }
+}
+
+/// One attempt at sending `items`: one per request, or all in one batch request.
+async fn attempt(bench: &Bench, items: &[Value], batch: bool) -> Vec<Outcome> {
+    if !batch {
+        return match bench
+            .send(reqwest::Method::POST, "/v1/transfers", items.first())
+            .await
+        {
+            Reply::Answer(status, body) => vec![classify(Some(status), &body)],
+            Reply::Transport(code) => vec![Outcome::Retry(code.to_string())],
+        };
+    }
+    let body = json!({ "transfers": items });
+    let every = |outcome: &dyn Fn() -> Outcome| items.iter().map(|_| outcome()).collect();
+    match bench
+        .send(reqwest::Method::POST, "/v1/transfers/batch", Some(&body))
+        .await
+    {
+        Reply::Transport(code) => every(&|| Outcome::Retry(code.to_string())),
+        Reply::Answer(200, answer) => match answer["results"].as_array() {
+            Some(results) if results.len() == items.len() => {
+                results.iter().map(|item| classify(None, item)).collect()
+            }
+            _ => every(&|| Outcome::Retry("bad_batch_response".to_string())),
+        },
+        Reply::Answer(status, answer) => every(&|| classify(Some(status), &answer)),
+    }
+}
+
+/// Sends `items` (same ids on every retry) until each has a final answer or [`ATTEMPTS`] ran out.
+/// Records every attempt's latency, and each resolved transfer in `progress`.
+async fn send_transfers(
+    bench: &Bench,
+    mut items: Vec<Value>,
+    batch: bool,
+    stats: &mut Stats,
+    progress: Option<&Progress>,
+) {
+    for attempt_number in 1..=ATTEMPTS {
+        let started = Instant::now();
+        let outcomes = attempt(bench, &items, batch).await;
+        stats
+            .latencies_us
+            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        stats.requests += 1;
+        let mut retry = Vec::new();
+        for (item, outcome) in items.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Completed { fee } => {
+                    stats.completed += 1;
+                    stats.fees += u128::from(fee);
+                }
+                Outcome::Rejected(code) => *stats.rejections.entry(code).or_default() += 1,
+                Outcome::Failed(code) => *stats.errors.entry(code).or_default() += 1,
+                Outcome::Retry(code) => {
+                    *stats.errors.entry(code).or_default() += 1;
+                    retry.push(item);
+                    continue;
+                }
+            }
+            if let Some(progress) = progress {
+                progress.transfers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        stats.retried += retry.len() as u64;
+        items = retry;
+        if attempt_number < ATTEMPTS {
+            tokio::time::sleep(backoff(attempt_number)).await;
+        }
+    }
+    stats.unresolved += items.len() as u64;
+}
+
+/// What a worker (or the whole run) counted.
+#[derive(Default)]
+struct Stats {
+    latencies_us: Vec<u64>,
+    requests: u64,
+    completed: u64,
+    retried: u64,
+    unresolved: u64,
+    fees: u128,
+    rejections: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.latencies_us.extend(other.latencies_us);
+        self.requests += other.requests;
+        self.completed += other.completed;
+        self.retried += other.retried;
+        self.unresolved += other.unresolved;
+        self.fees += other.fees;
+        for (code, count) in other.rejections {
+            *self.rejections.entry(code).or_default() += count;
+        }
+        for (code, count) in other.errors {
+            *self.errors.entry(code).or_default() += count;
+        }
+    }
+
+    fn rejected(&self) -> u64 {
+        self.rejections.values().sum()
+    }
+}
+
+#[derive(Default)]
+struct Progress {
+    transfers: AtomicU64,
+}
+
+/// Everything a worker needs.
+#[derive(Clone)]
+struct Load {
+    bench: Arc<Bench>,
+    ids: Arc<Vec<String>>,
+    tag: String,
+    batch: usize,
+    deadline: Instant,
+    progress: Arc<Progress>,
+}
+
+/// Runs `concurrency` workers until the deadline; returns their merged stats and the elapsed time.
+async fn run_load(load: Load, concurrency: usize) -> anyhow::Result<(Stats, Duration)> {
+    let started = Instant::now();
+    let reporter = tokio::spawn(report_progress(Arc::clone(&load.progress), started));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| tokio::spawn(run_worker(load.clone(), worker)))
+        .collect();
+    let mut total = Stats::default();
+    for worker in workers {
+        total.merge(worker.await.context("a bench worker panicked")?);
+    }
+    let elapsed = started.elapsed();
+    reporter.abort();
+    total.latencies_us.sort_unstable();
+    Ok((total, elapsed))
+}
+
+async fn run_worker(load: Load, worker: usize) -> Stats {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut stats = Stats::default();
+    let count = load.ids.len();
+    let mut seq: u64 = 0;
+    while Instant::now() < load.deadline {
+        let items: Vec<Value> = (0..load.batch)
+            .map(|_| {
+                seq += 1;
+                let from = rng.random_range(0..count);
+                let mut to = rng.random_range(0..count - 1);
+                if to >= from {
+                    to += 1;
+                }
+                json!({
+                    "id": format!("b{}-{worker}-{seq}", load.tag), "kind": "p2p",
+                    "from": load.ids[from], "to": load.ids[to], "amount": rng.random_range(1..=100u64),
+                })
+            })
+            .collect();
+        send_transfers(
+            &load.bench,
+            items,
+            load.batch > 1,
+            &mut stats,
+            Some(&load.progress),
+        )
+        .await;
+    }
+    stats
+}
+
+async fn report_progress(progress: Arc<Progress>, started: Instant) {
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    let mut previous = 0;
+    loop {
+        ticker.tick().await;
+        let transfers = progress.transfers.load(Ordering::Relaxed);
+        let rate = (transfers - previous) as f64 / PROGRESS_EVERY.as_secs_f64();
+        previous = transfers;
+        eprintln!(
+            "[{:>6.1}s] {transfers} transfers, {rate:.0}/s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn print_report(args: &BenchArgs, targets: &[String], stats: &Stats, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
+    let transfers = stats.completed + stats.rejected();
+    let mode = if args.batch > 1 {
+        format!("batch {}", args.batch)
+    } else {
+        "single".to_string()
+    };
+    let ms = |per_mille: usize| percentile(&stats.latencies_us, per_mille) as f64 / 1000.0;
+    let max = stats.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0;
+    println!("cellpay bench");
+    println!("  {:<16}{mode}", "mode");
+    println!("  {:<16}{}", "targets", targets.join(","));
+    println!("  {:<16}{}", "concurrency", args.concurrency);
+    println!("  {:<16}{}", "accounts", args.accounts);
+    println!("  {:<16}{seconds:.2} s", "duration");
+    println!(
+        "  {:<16}{transfers} ({} completed, {} rejected)",
+        "transfers",
+        stats.completed,
+        stats.rejected()
+    );
+    println!("  {:<16}{:.1}", "transfers/s", transfers as f64 / seconds);
+    println!("  {:<16}{}", "requests", stats.requests);
+    println!(
+        "  {:<16}{:.1}",
+        "requests/s",
+        stats.requests as f64 / seconds
+    );
+    println!("  {:<16}{:.3} ms", "latency p50", ms(500));
+    println!("  {:<16}{:.3} ms", "latency p99", ms(990));
+    println!("  {:<16}{:.3} ms", "latency p999", ms(999));
+    println!("  {:<16}{max:.3} ms", "latency max");
+    println!(
+        "  {:<16}{} (unresolved after {ATTEMPTS} attempts: {})",
+        "retried", stats.retried, stats.unresolved
+    );
+    println!("  {:<16}{}", "rejections", format_counts(&stats.rejections));
+    println!("  {:<16}{}", "errors", format_counts(&stats.errors));
+    println!("  {:<16}{}", "fees charged", stats.fees);
+}
+
+fn format_counts(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".to_string();
+    }
+    counts
+        .iter()
+        .map(|(code, count)| format!("{code}={count}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn summary_field(bench: &Bench, field: &str) -> anyhow::Result<i128> {
+    let (status, summary) = bench
+        .call(reqwest::Method::GET, "/v1/ledger/summary", None)
+        .await?;
+    ensure!(
+        status == 200,
+        "GET /v1/ledger/summary answered {status}: {summary}"
+    );
+    summary[field]
+        .as_i64()
+        .map(i128::from)
+        .with_context(|| format!("the ledger summary has no integer {field}: {summary}"))
+}
+
+/// The ledger's balances sum to 0, and the bench accounts hold what was issued to them minus the
+/// fees collected meanwhile. Checked up to 3 times, 2 s apart, in case a timed-out request was
+/// still being applied.
+async fn check_conservation(bench: &Bench, ids: &[String], fees_start: i128) -> anyhow::Result<()> {
+    let issued = i128::from(FUNDING) * ids.len() as i128;
+    let mut last = String::new();
+    for round in 1..=3 {
+        if round > 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let balance_sum = summary_field(bench, "balance_sum").await?;
+        let fees = summary_field(bench, "fees_balance").await? - fees_start;
+        let (sum, negative) = bench_balances(bench, ids).await?;
+        let expected = issued - fees;
+        println!("  {:<16}{balance_sum} (must be 0)", "ledger sum");
+        println!(
+            "  {:<16}{sum} (issued {issued} - fees {fees} = {expected})",
+            "bench accounts"
+        );
+        if balance_sum == 0 && sum == expected && negative == 0 {
+            println!("conservation: OK");
+            return Ok(());
+        }
+        last = format!("balance_sum {balance_sum}, bench sum {sum} != {expected}, {negative} negative accounts");
+    }
+    bail!("conservation: FAILED ({last})")
+}
+
+/// The sum of the accounts' balances, and how many have a negative balance or available.
+async fn bench_balances(bench: &Bench, ids: &[String]) -> anyhow::Result<(i128, usize)> {
+    let accounts: Vec<Value> = stream::iter(ids)
+        .map(|id| get_account(bench, id))
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut sum = 0i128;
+    let mut negative = 0;
+    for account in &accounts {
+        let balance = account["balance"]
+            .as_i64()
+            .with_context(|| format!("no integer balance in {account}"))?;
+        sum += i128::from(balance);
+        if balance < 0
+            || account["available"]
+                .as_i64()
+                .is_some_and(|available| available < 0)
+        {
+            negative += 1;
+        }
+    }
+    Ok((sum, negative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+        for bad in ["", "s", "0s", "10x", "1.5s", "-3s", "10 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let values: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&values, 500), 500);
+        assert_eq!(percentile(&values, 990), 990);
+        assert_eq!(percentile(&values, 999), 999);
+        assert_eq!(percentile(&values, 1000), 1000);
+        assert_eq!(percentile(&[7], 999), 7);
+        assert_eq!(percentile(&[1, 2], 500), 1);
+        assert_eq!(percentile(&[1, 2], 990), 2);
+        assert_eq!(percentile(&[], 500), 0);
+    }
+
+    #[test]
+    fn account_ids_are_e164() {
+        let id = account_id("0042", 999_999);
+        assert_eq!(id, "+19990042999999");
+        assert!(id.len() - 1 <= 15);
+        assert!(ledger::AccountId::parse(&id).is_ok());
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        let completed = json!({"id": "t", "status": "completed", "amount": 5, "fee": 2});
+        assert_eq!(
+            classify(Some(201), &completed),
+            Outcome::Completed { fee: 2 }
+        );
+        let rejected = json!({"id": "t", "status": "rejected", "code": "insufficient_funds"});
+        assert_eq!(
+            classify(Some(422), &rejected),
+            Outcome::Rejected("insufficient_funds".into())
+        );
+        let overloaded = json!({"error": {"code": "overloaded", "message": "busy"}});
+        assert_eq!(
+            classify(Some(429), &overloaded),
+            Outcome::Retry("overloaded".into())
+        );
+        assert_eq!(
+            classify(None, &overloaded),
+            Outcome::Retry("overloaded".into())
+        );
+        assert_eq!(
+            classify(Some(502), &Value::Null),
+            Outcome::Retry("http_502".into())
+        );
+        let conflict = json!({"error": {"code": "id_conflict", "message": "used"}});
+        assert_eq!(
+            classify(Some(409), &conflict),
+            Outcome::Failed("id_conflict".into())
+        );
+        assert_eq!(
+            classify(None, &conflict),
+            Outcome::Failed("id_conflict".into())
+        );
+        assert_eq!(
+            classify(Some(404), &Value::Null),
+            Outcome::Failed("http_404".into())
+        );
+    }
+}

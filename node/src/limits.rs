@@ -1,0 +1,24 @@
+//! Bounds of the node: HTTP bodies, timeouts, connection counts.
+
+use std::time::Duration;
+
+/// Largest HTTP request body (a full batch of 8190 transfers is about 2 MiB of JSON).
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Transfers in one `/v1/transfers/batch` request.
+pub const BATCH_MAX: usize = ledger::limits::BATCH_MAX;
+/// Deadline for one HTTP request, forwarding and commit included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// HTTP requests served at once by one node; more wait in the accept queue.
+pub const HTTP_CONCURRENCY_MAX: usize = 4096;
+/// Default and largest statement length.
+pub const STATEMENT_LIMIT_DEFAULT: usize = 50;
+pub const STATEMENT_LIMIT_MAX: usize = ledger::limits::STATEMENT_LIMIT_MAX;
+/// Accounts listed per page.
+pub const ACCOUNTS_PAGE_MAX: usize = 1000;
+/// How often the expiry timer looks for pending transfers past their deadline.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
+/// How long a graceful stop may take before the node exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+const _: () = assert!(BATCH_MAX * 256 <= BODY_BYTES_MAX);
+const _: () = assert!(STATEMENT_LIMIT_DEFAULT <= STATEMENT_LIMIT_MAX);

@@ -1,0 +1,134 @@
+//! Wiring of one node: storage, Raft groups, the cluster transport, timers, the HTTP API, and a
+//! graceful stop on SIGTERM or SIGINT.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cluster::{Group, NetworkFactory, PeerClient, Peers, Shards, TlsFiles};
+use consensus::{open_log_db, open_sm_db, LogStore, Raft, StateMachineStore};
+use ledger::{Command, Currency, ShardId};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::limits::{EXPIRY_TICK, HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE};
+use crate::telemetry;
+
+/// Raft groups per node in this version: every shard maps to group 0.
+const GROUPS: u32 = 1;
+
+fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+    let tuning = &config.raft;
+    let raft = openraft::Config {
+        cluster_name: "cellpay".to_string(),
+        heartbeat_interval: tuning.heartbeat_ms,
+        election_timeout_min: tuning.election_timeout_min_ms,
+        election_timeout_max: tuning.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: tuning.logs_to_keep,
+        ..Default::default()
+    };
+    Ok(Arc::new(raft.validate()?))
+}
+
+fn peers(config: &Config, tls: &TlsFiles) -> anyhow::Result<Arc<Peers>> {
+    let client_tls = cluster::tls::client_config(tls)?;
+    let clients = config
+        .peers
+        .iter()
+        .filter(|peer| peer.id != config.node_id)
+        .map(|peer| (peer.id, Arc::new(PeerClient::new(peer.id, peer.raft_addr.to_string(), client_tls.clone()))))
+        .collect();
+    Ok(Arc::new(Peers::new(clients)))
+}
+
+async fn open_groups(config: &Config, peers: &Arc<Peers>, currency: Currency) -> anyhow::Result<Vec<Group>> {
+    let log_db = open_log_db(&config.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
+    let sm_db = open_sm_db(&config.data_dir.join("state.redb")).context("opening the state machine")?;
+    let raft_config = raft_config(config)?;
+    let mut groups = Vec::new();
+    for group in 0..GROUPS {
+        let sm = StateMachineStore::open(sm_db.clone(), group, currency)?;
+        let reader = sm.reader();
+        let network = NetworkFactory::new(peers.clone(), group);
+        let log = LogStore::new(log_db.clone(), group);
+        let raft = Raft::new(config.node_id, raft_config.clone(), network, log, sm).await?;
+        groups.push(Group { raft, reader });
+    }
+    Ok(groups)
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)?;
+    let pid_file = config.data_dir.join("pid");
+    std::fs::write(&pid_file, std::process::id().to_string())?;
+    let currency = Currency::parse(&config.currency).map_err(anyhow::Error::msg)?;
+    let tls = TlsFiles { ca_cert: config.tls.ca_cert.clone(), cert: config.tls.cert.clone(), key: config.tls.key.clone() };
+    let peers = peers(&config, &tls)?;
+    let groups = open_groups(&config, &peers, currency).await?;
+    let shards = Arc::new(Shards::new(config.node_id, config.shards, groups, peers));
+
+    let raft_listener = TcpListener::bind(config.raft_addr).await.with_context(|| format!("binding {}", config.raft_addr))?;
+    tokio::spawn(cluster::transport::serve(raft_listener, cluster::tls::server_config(&tls)?, shards.clone()));
+    let members: BTreeMap<u64, BasicNode> =
+        config.peers.iter().map(|p| (p.id, BasicNode { addr: p.raft_addr.to_string() })).collect();
+    let bootstrapper = shards.clone();
+    tokio::spawn(async move { bootstrapper.bootstrap(members).await });
+    tokio::spawn(expiry_timer(shards.clone()));
+
+    let prometheus = telemetry::install_metrics()?;
+    let state = Arc::new(AppState { shards: shards.clone(), config: config.clone(), currency, prometheus, request_seq: AtomicU64::new(0), inflight: tokio::sync::Semaphore::new(HTTP_CONCURRENCY_MAX) });
+    let http_listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
+    tracing::info!(http = %config.http_addr, raft = %config.raft_addr, "node serving");
+    axum::serve(http_listener, api::router(state)).with_graceful_shutdown(stop_signal()).await?;
+
+    tracing::info!("stopping: shutting down Raft");
+    for group in shards.groups() {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, group.raft.shutdown()).await;
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stop signal received");
+}
+
+/// The time trigger for pending transfers: on a group's leader, proposes `ExpirePending` once
+/// the earliest deadline has passed. The deadlines live in the replicated state, so a new leader
+/// picks them up with nothing to hand over.
+async fn expiry_timer(shards: Arc<Shards>) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now_ms = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis())
+            .unwrap_or(u64::MAX);
+        for (index, group) in shards.groups().iter().enumerate() {
+            let leading = group.raft.metrics().borrow().current_leader == Some(shards.node_id());
+            let due = group.reader.read().ledger.next_expiry_ms().is_some_and(|deadline| deadline <= now_ms);
+            if leading && due {
+                let shard = ShardId(u32::try_from(index).expect("group index fits u32"));
+                if let Err(error) = shards.write(shard, Command::ExpirePending).await {
+                    tracing::warn!(%error, "expiring pending transfers failed; will retry");
+                }
+            }
+        }
+    }
+}
