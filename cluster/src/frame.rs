@@ -20,23 +20,33 @@ pub enum FrameError {
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     let mut bytes = vec![0u8; 4];
     let bytes = postcard::to_extend(value, std::mem::take(&mut bytes))?;
-    let length = bytes.len().checked_sub(4).expect("four prefix bytes were written first");
+    let length = bytes
+        .len()
+        .checked_sub(4)
+        .expect("four prefix bytes were written first");
     if length > FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge(length));
     }
     let mut bytes = bytes;
-    let prefix = u32::try_from(length).expect("bounded by FRAME_BYTES_MAX").to_be_bytes();
+    let prefix = u32::try_from(length)
+        .expect("bounded by FRAME_BYTES_MAX")
+        .to_be_bytes();
     bytes[..4].copy_from_slice(&prefix);
     Ok(bytes)
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> Result<(), FrameError> {
     writer.write_all(frame).await?;
     Ok(())
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(reader: &mut R) -> Result<Option<T>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    reader: &mut R,
+) -> Result<Option<T>, FrameError> {
     let mut prefix = [0u8; 4];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -64,12 +74,18 @@ mod tests {
         assert_eq!(value, Some(("hello".to_string(), 42)));
         // A huge length prefix is refused before allocating.
         let mut huge = &[0xff, 0xff, 0xff, 0xff, 0][..];
-        assert!(matches!(read_frame::<_, u64>(&mut huge).await, Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            read_frame::<_, u64>(&mut huge).await,
+            Err(FrameError::TooLarge(_))
+        ));
         // Garbage bodies fail to decode.
         let mut garbage = &[0, 0, 0, 2, 0xff, 0xff][..];
         assert!(read_frame::<_, (String, u64)>(&mut garbage).await.is_err());
         // Clean end of stream.
         let mut empty = &[][..];
-        assert!(read_frame::<_, u64>(&mut empty).await.expect("eof is clean").is_none());
+        assert!(read_frame::<_, u64>(&mut empty)
+            .await
+            .expect("eof is clean")
+            .is_none());
     }
 }

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 /// Largest frame on the wire (a batch of 8190 transfers is ~2 MiB; snapshot chunks are 3 MiB).
 pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Transfers carried by one AppendEntries RPC (about 70 bytes each on the wire); a larger
+/// backlog goes out in several RPCs.
+pub const APPEND_WEIGHT_MAX: usize = 32 * 1024;
 /// Requests in flight on one peer connection; further callers wait for a slot.
 pub const INFLIGHT_PER_PEER_MAX: usize = 4096;
 /// Frames queued for one connection's writer.
@@ -22,3 +25,5 @@ pub const ROUTE_ATTEMPTS_MAX: u32 = 20;
 pub const ROUTE_BACKOFF: Duration = Duration::from_millis(100);
 
 const _: () = assert!(WRITE_QUEUE_MAX <= INFLIGHT_PER_PEER_MAX);
+// A full AppendEntries frame stays far below the frame limit.
+const _: () = assert!(APPEND_WEIGHT_MAX * 256 <= FRAME_BYTES_MAX);

@@ -5,12 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use consensus::{NodeId, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+};
 use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::BasicNode;
 
+use crate::limits::APPEND_WEIGHT_MAX;
 use crate::rpc::{Request, Response};
 use crate::transport::{CallError, PeerClient};
 
@@ -51,13 +56,18 @@ pub struct PeerNetwork {
     group: u32,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> PeerNetwork {
-        PeerNetwork { target, client: self.peers.get(target), group: self.group }
+        PeerNetwork {
+            target,
+            client: self.peers.get(target),
+            group: self.group,
+        }
     }
 }
 
@@ -68,18 +78,68 @@ impl PeerNetwork {
         option: &RPCOption,
     ) -> Result<Response, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let Some(client) = &self.client else {
-            let error = std::io::Error::other(format!("node {} is not in the configuration", self.target));
+            let error =
+                std::io::Error::other(format!("node {} is not in the configuration", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&error)));
         };
         match client.call(request, option.hard_ttl()).await {
             Ok(response) => Ok(response),
-            Err(error @ CallError::Connect { .. }) => Err(RPCError::Unreachable(Unreachable::new(&error))),
+            Err(error @ CallError::Connect { .. }) => {
+                Err(RPCError::Unreachable(Unreachable::new(&error)))
+            }
             Err(error) => Err(RPCError::Network(NetworkError::new(&error))),
         }
     }
 }
 
-fn unexpected<E: std::error::Error>(response: &Response) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+/// How much replication work an entry carries: the transfers in it (at least 1).
+fn entry_weight(entry: &consensus::types::Entry) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(request) => match &request.command {
+            ledger::Command::Batch(transfers) => transfers.len().max(1),
+            _ => 1,
+        },
+        _ => 1,
+    }
+}
+
+/// Keeps an AppendEntries request under `APPEND_WEIGHT_MAX` transfers (always at least one
+/// entry), so a lagging follower catches up in frames that fit the wire limit and the RPC
+/// deadline. Returns the trimmed request and, when trimmed, the last log id it still carries.
+/// The leader's commit index is capped at that id: the follower must not commit entries it was
+/// not sent.
+fn cap_append(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+) -> (
+    AppendEntriesRequest<TypeConfig>,
+    Option<consensus::types::LogId>,
+) {
+    let mut weight = 0usize;
+    let mut keep = 0usize;
+    for entry in &rpc.entries {
+        let next = weight.saturating_add(entry_weight(entry));
+        if keep > 0 && next > APPEND_WEIGHT_MAX {
+            break;
+        }
+        weight = next;
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|entry| entry.log_id);
+    if let (Some(committed), Some(last)) = (rpc.leader_commit, last) {
+        if committed.index > last.index {
+            rpc.leader_commit = Some(last);
+        }
+    }
+    (rpc, last)
+}
+
+fn unexpected<E: std::error::Error>(
+    response: &Response,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
     let error = std::io::Error::other(format!("unexpected response {response:?}"));
     RPCError::Network(NetworkError::new(&error))
 }
@@ -90,10 +150,28 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let response = self.call(Request::Append { group: self.group, rpc }, &option).await?;
-        match response {
-            Response::Append(result) => result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
-            other => Err(unexpected(&other)),
+        let (rpc, sent_up_to) = cap_append(rpc);
+        let response = self
+            .call(
+                Request::Append {
+                    group: self.group,
+                    rpc,
+                },
+                &option,
+            )
+            .await?;
+        let result = match response {
+            Response::Append(result) => {
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?
+            }
+            other => return Err(unexpected(&other)),
+        };
+        match (result, sent_up_to) {
+            // Only a prefix went out: tell openraft how far the follower now matches.
+            (AppendEntriesResponse::Success, Some(last)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(Some(last)))
+            }
+            (result, _) => Ok(result),
         }
     }
 
@@ -102,17 +180,41 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        let response = self.call(Request::Snapshot { group: self.group, rpc }, &option).await?;
+        let response = self
+            .call(
+                Request::Snapshot {
+                    group: self.group,
+                    rpc,
+                },
+                &option,
+            )
+            .await?;
         match response {
-            Response::Snapshot(result) => result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::Snapshot(result) => {
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        let response = self.call(Request::Vote { group: self.group, rpc }, &option).await?;
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        let response = self
+            .call(
+                Request::Vote {
+                    group: self.group,
+                    rpc,
+                },
+                &option,
+            )
+            .await?;
         match response {
-            Response::Vote(result) => result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Response::Vote(result) => {
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(unexpected(&other)),
         }
     }

@@ -5,7 +5,9 @@
 use consensus::{NodeId, ShardRequest, TypeConfig};
 use ledger::{Answer, Outcome, Query};
 use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+};
 use openraft::raft::{VoteRequest, VoteResponse};
 use serde::{Deserialize, Serialize};
 
@@ -24,18 +26,35 @@ pub struct ResponseFrame {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Ping,
-    Append { group: u32, rpc: AppendEntriesRequest<TypeConfig> },
-    Vote { group: u32, rpc: VoteRequest<NodeId> },
-    Snapshot { group: u32, rpc: InstallSnapshotRequest<TypeConfig> },
+    Append {
+        group: u32,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    },
+    Vote {
+        group: u32,
+        rpc: VoteRequest<NodeId>,
+    },
+    Snapshot {
+        group: u32,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    },
     /// A client write forwarded to the node believed to lead the group.
-    Write { group: u32, request: ShardRequest },
+    Write {
+        group: u32,
+        request: ShardRequest,
+    },
     /// A client read forwarded to the node believed to lead the group.
-    Read { group: u32, query: Query },
+    Read {
+        group: u32,
+        query: Query,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    Pong { node: NodeId },
+    Pong {
+        node: NodeId,
+    },
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),

@@ -21,6 +21,22 @@ use crate::transport::Handler;
 pub struct Group {
     pub raft: Raft,
     pub reader: StateReader,
+    /// The term and last log index the group had when this node started. A node that resumes
+    /// leadership of that same term after a crash reuses its old read point, which can be
+    /// behind entries it had acknowledged before the crash; reads wait until applied reaches
+    /// the startup log end (see `read_local`).
+    pub startup: (u64, u64),
+}
+
+impl Group {
+    /// `startup` is (vote term, last log index) read from storage before the Raft started.
+    pub fn new(raft: Raft, reader: StateReader, startup: (u64, u64)) -> Group {
+        Group {
+            raft,
+            reader,
+            startup,
+        }
+    }
 }
 
 pub struct Shards {
@@ -33,19 +49,30 @@ pub struct Shards {
 }
 
 fn now_ms() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Commands whose retry after an unknown outcome is harmless (the ledger dedups them).
 fn is_idempotent(command: &Command) -> bool {
-    !matches!(command, Command::CreateAccount(_) | Command::SetTariff(_) | Command::SetAccountStatus { .. })
+    !matches!(
+        command,
+        Command::CreateAccount(_) | Command::SetTariff(_) | Command::SetAccountStatus { .. }
+    )
 }
 
 impl Shards {
     pub fn new(node_id: NodeId, shard_count: u32, groups: Vec<Group>, peers: Arc<Peers>) -> Shards {
         assert!(!groups.is_empty(), "a node runs at least one Raft group");
-        Shards { node_id, shard_count, groups, peers, last_stamp_ms: AtomicU64::new(0) }
+        Shards {
+            node_id,
+            shard_count,
+            groups,
+            peers,
+            last_stamp_ms: AtomicU64::new(0),
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -86,20 +113,39 @@ impl Shards {
     /// Routes a write to the shard's leader and returns the ledger's outcome.
     pub async fn write(&self, shard: ShardId, command: Command) -> Result<Outcome, RouteError> {
         let group_id = self.group_of(shard);
-        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        let group = self
+            .group(group_id)
+            .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
         let idempotent = is_idempotent(&command);
-        let request = ShardRequest { shard, at_ms: 0, command };
+        let request = ShardRequest {
+            shard,
+            at_ms: 0,
+            command,
+        };
         let mut target = self.leader_of(group);
         let mut last_error = RouteError::Unavailable("no leader elected".into());
         for _ in 0..ROUTE_ATTEMPTS_MAX {
             let result = match target {
-                Some(node) if node == self.node_id => self.write_local(group_id, request.clone()).await,
-                Some(node) => self.forward(node, Request::Write { group: group_id, request: request.clone() }).await,
+                Some(node) if node == self.node_id => {
+                    self.write_local(group_id, request.clone()).await
+                }
+                Some(node) => {
+                    self.forward(
+                        node,
+                        Request::Write {
+                            group: group_id,
+                            request: request.clone(),
+                        },
+                    )
+                    .await
+                }
                 None => Err(RouteError::NotLeader { leader: None }),
             };
             match result {
                 Ok(Response::Write(Ok(outcome))) => return Ok(outcome),
-                Ok(Response::Write(Err(RouteError::NotLeader { leader: Some(hint) }))) if Some(hint) != target => {
+                Ok(Response::Write(Err(RouteError::NotLeader { leader: Some(hint) })))
+                    if Some(hint) != target =>
+                {
                     target = Some(hint);
                     continue;
                 }
@@ -109,7 +155,9 @@ impl Shards {
                     }
                     last_error = error;
                 }
-                Ok(other) => last_error = RouteError::Unavailable(format!("unexpected answer {other:?}")),
+                Ok(other) => {
+                    last_error = RouteError::Unavailable(format!("unexpected answer {other:?}"))
+                }
             }
             tokio::time::sleep(ROUTE_BACKOFF).await;
             target = self.leader_of(group);
@@ -120,23 +168,40 @@ impl Shards {
     /// Routes a linearizable read to the shard's leader.
     pub async fn read(&self, shard: ShardId, query: Query) -> Result<Answer, RouteError> {
         let group_id = self.group_of(shard);
-        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        let group = self
+            .group(group_id)
+            .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
         let mut target = self.leader_of(group);
         let mut last_error = RouteError::Unavailable("no leader elected".into());
         for _ in 0..ROUTE_ATTEMPTS_MAX {
             let result = match target {
-                Some(node) if node == self.node_id => Ok(Response::Read(self.read_local(group_id, &query).await)),
-                Some(node) => self.forward(node, Request::Read { group: group_id, query: query.clone() }).await,
+                Some(node) if node == self.node_id => {
+                    Ok(Response::Read(self.read_local(group_id, &query).await))
+                }
+                Some(node) => {
+                    self.forward(
+                        node,
+                        Request::Read {
+                            group: group_id,
+                            query: query.clone(),
+                        },
+                    )
+                    .await
+                }
                 None => Err(RouteError::NotLeader { leader: None }),
             };
             match result {
                 Ok(Response::Read(Ok(answer))) => return Ok(answer),
-                Ok(Response::Read(Err(RouteError::NotLeader { leader: Some(hint) }))) if Some(hint) != target => {
+                Ok(Response::Read(Err(RouteError::NotLeader { leader: Some(hint) })))
+                    if Some(hint) != target =>
+                {
                     target = Some(hint);
                     continue;
                 }
                 Ok(Response::Read(Err(error))) | Err(error) => last_error = error,
-                Ok(other) => last_error = RouteError::Unavailable(format!("unexpected answer {other:?}")),
+                Ok(other) => {
+                    last_error = RouteError::Unavailable(format!("unexpected answer {other:?}"))
+                }
             }
             tokio::time::sleep(ROUTE_BACKOFF).await;
             target = self.leader_of(group);
@@ -145,8 +210,14 @@ impl Shards {
     }
 
     async fn forward(&self, node: NodeId, request: Request) -> Result<Response, RouteError> {
-        let client = self.peers.get(node).ok_or_else(|| RouteError::Unavailable(format!("unknown node {node}")))?;
-        client.call(request, FORWARD_TIMEOUT).await.map_err(|e| RouteError::Unavailable(e.to_string()))
+        let client = self
+            .peers
+            .get(node)
+            .ok_or_else(|| RouteError::Unavailable(format!("unknown node {node}")))?;
+        client
+            .call(request, FORWARD_TIMEOUT)
+            .await
+            .map_err(|e| RouteError::Unavailable(e.to_string()))
     }
 
     fn stamp(&self) -> u64 {
@@ -156,13 +227,21 @@ impl Shards {
     }
 
     /// Proposes on this node, which believes it leads the group. Stamps the leader's time.
-    async fn write_local(&self, group_id: u32, mut request: ShardRequest) -> Result<Response, RouteError> {
-        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+    async fn write_local(
+        &self,
+        group_id: u32,
+        mut request: ShardRequest,
+    ) -> Result<Response, RouteError> {
+        let group = self
+            .group(group_id)
+            .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
         request.at_ms = self.stamp();
         let result = match group.raft.client_write(request).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(RouteError::NotLeader { leader: forward.leader_id })
+                Err(RouteError::NotLeader {
+                    leader: forward.leader_id,
+                })
             }
             Err(error) => Err(RouteError::Unavailable(error.to_string())),
         };
@@ -171,13 +250,31 @@ impl Shards {
 
     /// Serves a read on this node after confirming leadership with a quorum (read index).
     async fn read_local(&self, group_id: u32, query: &Query) -> Result<Answer, RouteError> {
-        let group = self.group(group_id).ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        let group = self
+            .group(group_id)
+            .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
         match group.raft.ensure_linearizable().await {
             Ok(_) => {}
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                return Err(RouteError::NotLeader { leader: forward.leader_id });
+                return Err(RouteError::NotLeader {
+                    leader: forward.leader_id,
+                });
             }
             Err(error) => return Err(RouteError::Unavailable(error.to_string())),
+        }
+        let (startup_term, startup_last) = group.startup;
+        let resumed = group.raft.metrics().borrow().current_term == startup_term;
+        if resumed && startup_last > 0 {
+            let waited = group
+                .raft
+                .wait(Some(FORWARD_TIMEOUT))
+                .applied_index_at_least(Some(startup_last), "resumed leader read")
+                .await;
+            if waited.is_err() {
+                return Err(RouteError::Unavailable(
+                    "catching up with the log after a restart".into(),
+                ));
+            }
         }
         let state = group.reader.read();
         Ok(state.ledger.query(query))
@@ -188,7 +285,10 @@ impl Shards {
         let Some(client) = self.peers.get(node) else {
             return false;
         };
-        matches!(client.call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. }))
+        matches!(
+            client.call(Request::Ping, PING_TIMEOUT).await,
+            Ok(Response::Pong { .. })
+        )
     }
 
     /// Initialises every group once a majority of the configured members answers. Safe to run

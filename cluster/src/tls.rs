@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -12,7 +15,10 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no certificate or key found in {0}")]
     Empty(PathBuf),
     #[error("certificate generation failed: {0}")]
@@ -38,7 +44,9 @@ pub fn node_server_name(node_id: u64) -> String {
 
 fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "cellpay cluster CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "cellpay cluster CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     Ok(params)
 }
@@ -56,18 +64,32 @@ pub fn generate_ca() -> Result<(String, String), TlsError> {
 pub fn generate_node_cert(node_id: u64, ca_key_pem: &str) -> Result<(String, String), TlsError> {
     let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(ca_key_pem)?);
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![node_server_name(node_id), "localhost".to_string()])?;
-    params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    params.distinguished_name.push(DnType::CommonName, node_server_name(node_id));
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let mut params =
+        CertificateParams::new(vec![node_server_name(node_id), "localhost".to_string()])?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node_server_name(node_id));
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut bytes.as_slice()).collect();
-    let certs = certs.map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let certs = certs.map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if certs.is_empty() {
         return Err(TlsError::Empty(path.to_path_buf()));
     }
@@ -75,9 +97,15 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
         .ok_or_else(|| TlsError::Empty(path.to_path_buf()))
 }
 
@@ -95,7 +123,8 @@ fn roots(files: &TlsFiles) -> Result<RootCertStore, TlsError> {
 
 /// Server side: presents the node's certificate and requires a client certificate from the CA.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files)?), provider()).build()?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files)?), provider()).build()?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

@@ -15,13 +15,19 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::frame::{encode, read_frame, FrameError};
-use crate::limits::{CONNECT_TIMEOUT, INBOUND_CONNECTIONS_MAX, INFLIGHT_PER_PEER_MAX, WRITE_QUEUE_MAX};
+use crate::limits::{
+    CONNECT_TIMEOUT, INBOUND_CONNECTIONS_MAX, INFLIGHT_PER_PEER_MAX, WRITE_QUEUE_MAX,
+};
 use crate::rpc::{Request, RequestFrame, Response, ResponseFrame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("cannot connect to node {node} at {addr}: {reason}")]
-    Connect { node: u64, addr: String, reason: String },
+    Connect {
+        node: u64,
+        addr: String,
+        reason: String,
+    },
     #[error("connection closed before the answer")]
     Closed,
     #[error("deadline of {0:?} passed")]
@@ -87,14 +93,29 @@ impl PeerClient {
     }
 
     async fn call_inner(&self, body: Request) -> Result<Response, CallError> {
-        let _permit = self.inflight.acquire().await.map_err(|_| CallError::Closed)?;
+        let _permit = self
+            .inflight
+            .acquire()
+            .await
+            .map_err(|_| CallError::Closed)?;
         let connection = self.connection().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        connection.pending.lock().map_err(|_| CallError::Closed)?.insert(id, sender);
-        let _slot = PendingSlot { pending: connection.pending.clone(), id };
+        connection
+            .pending
+            .lock()
+            .map_err(|_| CallError::Closed)?
+            .insert(id, sender);
+        let _slot = PendingSlot {
+            pending: connection.pending.clone(),
+            id,
+        };
         let frame = encode(&RequestFrame { id, body })?;
-        connection.writer.send(frame).await.map_err(|_| CallError::Closed)?;
+        connection
+            .writer
+            .send(frame)
+            .await
+            .map_err(|_| CallError::Closed)?;
         receiver.await.map_err(|_| CallError::Closed)
     }
 
@@ -105,7 +126,11 @@ impl PeerClient {
                 return Ok(connection.clone());
             }
         }
-        let connect_error = |reason: String| CallError::Connect { node: self.node, addr: self.addr.clone(), reason };
+        let connect_error = |reason: String| CallError::Connect {
+            node: self.node,
+            addr: self.addr.clone(),
+            reason,
+        };
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
             Ok(Ok(connection)) => Arc::new(connection),
             Ok(Err(e)) => return Err(connect_error(e.to_string())),
@@ -118,7 +143,10 @@ impl PeerClient {
     async fn connect(&self) -> std::io::Result<Connection> {
         let tcp = TcpStream::connect(&self.addr).await?;
         tcp.set_nodelay(true)?;
-        let tls = self.connector.connect(crate::tls::server_name(self.node), tcp).await?;
+        let tls = self
+            .connector
+            .connect(crate::tls::server_name(self.node), tcp)
+            .await?;
         let (mut reader, writer) = tokio::io::split(tls);
         let (frames, queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_MAX);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
@@ -127,15 +155,13 @@ impl PeerClient {
         let reader_pending = pending.clone();
         let reader_alive = alive.clone();
         tokio::spawn(async move {
-            loop {
-                match read_frame::<_, ResponseFrame>(&mut reader).await {
-                    Ok(Some(frame)) => {
-                        let sender = reader_pending.lock().ok().and_then(|mut p| p.remove(&frame.id));
-                        if let Some(sender) = sender {
-                            let _ = sender.send(frame.body);
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some(frame)) = read_frame::<_, ResponseFrame>(&mut reader).await {
+                let sender = reader_pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&frame.id));
+                if let Some(sender) = sender {
+                    let _ = sender.send(frame.body);
                 }
             }
             reader_alive.store(false, Ordering::Release);
@@ -144,12 +170,20 @@ impl PeerClient {
                 pending.clear();
             }
         });
-        Ok(Connection { writer: frames, pending, alive })
+        Ok(Connection {
+            writer: frames,
+            pending,
+            alive,
+        })
     }
 }
 
 /// Writes queued frames, flushing when the queue runs dry (many frames per syscall under load).
-async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(writer: W, mut queue: mpsc::Receiver<Vec<u8>>, alive: Arc<AtomicBool>) {
+async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    writer: W,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    alive: Arc<AtomicBool>,
+) {
     let mut writer = BufWriter::with_capacity(256 * 1024, writer);
     while let Some(frame) = queue.recv().await {
         if writer.write_all(&frame).await.is_err() {
@@ -172,11 +206,18 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(writer: W, mut queue: mpsc
 
 /// What serves requests arriving at this node.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(self: Arc<Self>, request: Request) -> impl std::future::Future<Output = Response> + Send;
+    fn handle(
+        self: Arc<Self>,
+        request: Request,
+    ) -> impl std::future::Future<Output = Response> + Send;
 }
 
 /// Accepts peer connections until the listener fails; each connection is served concurrently.
-pub async fn serve<H: Handler>(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handler: Arc<H>) {
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<H>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
     loop {
@@ -205,7 +246,10 @@ pub async fn serve<H: Handler>(listener: TcpListener, tls: Arc<rustls::ServerCon
     }
 }
 
-async fn serve_connection<H: Handler>(tls: tokio_rustls::server::TlsStream<TcpStream>, handler: Arc<H>) {
+async fn serve_connection<H: Handler>(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    handler: Arc<H>,
+) {
     let (mut reader, writer) = tokio::io::split(tls);
     let (frames, queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_MAX);
     let alive = Arc::new(AtomicBool::new(true));

@@ -7,6 +7,9 @@
 //!
 //! Depends on `ledger` only. Must never depend on the network, HTTP, actors or the node.
 
+// openraft's StorageError (224 bytes) is the error type its storage traits require.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod state_machine;
 pub mod types;

@@ -72,17 +72,28 @@ impl LogStore {
     }
 
     /// Writes one metadata value on the blocking pool, fsync'd when `durable`.
-    async fn write_meta<T: Serialize>(&self, key: &'static str, value: &T, durable: bool) -> Result<(), StorageError> {
+    async fn write_meta<T: Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         let bytes = encode(value)?;
         let db = self.db.clone();
         let group = self.group;
         run_blocking(move || {
             let mut txn = db.begin_write().map_err(write_err)?;
-            let durability = if durable { Durability::Immediate } else { Durability::None };
+            let durability = if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
             txn.set_durability(durability).map_err(write_err)?;
             {
                 let mut table = txn.open_table(META).map_err(write_err)?;
-                table.insert((group, key), bytes.as_slice()).map_err(write_err)?;
+                table
+                    .insert((group, key), bytes.as_slice())
+                    .map_err(write_err)?;
             }
             txn.commit().map_err(write_err)
         })
@@ -96,7 +107,9 @@ impl LogStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(read_err(e)),
         };
-        let mut range = table.range((self.group, 0)..=(self.group, u64::MAX)).map_err(read_err)?;
+        let mut range = table
+            .range((self.group, 0)..=(self.group, u64::MAX))
+            .map_err(read_err)?;
         match range.next_back() {
             Some(item) => {
                 let (_, value) = item.map_err(read_err)?;
@@ -151,7 +164,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Err(e) => return Err(read_err(e)),
         };
         let mut entries = Vec::new();
-        for item in table.range((self.group, start)..=(self.group, end)).map_err(read_err)? {
+        for item in table
+            .range((self.group, start)..=(self.group, end))
+            .map_err(read_err)?
+        {
             let (_, value) = item.map_err(read_err)?;
             let entry: Entry = decode(value.value())?;
             entries.push(entry);
@@ -166,7 +182,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.read_meta::<Option<LogId>>(KEY_PURGED)?.flatten();
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -190,7 +209,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -203,11 +226,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let group = self.group;
         let result = run_blocking(move || {
             let mut txn = db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate).map_err(write_err)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(write_err)?;
             {
                 let mut table = txn.open_table(LOG).map_err(write_err)?;
                 for (index, bytes) in &encoded {
-                    table.insert((group, *index), bytes.as_slice()).map_err(write_err)?;
+                    table
+                        .insert((group, *index), bytes.as_slice())
+                        .map_err(write_err)?;
                 }
             }
             txn.commit().map_err(write_err)
@@ -230,10 +256,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let group = self.group;
         run_blocking(move || {
             let mut txn = db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate).map_err(write_err)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(write_err)?;
             {
                 let mut table = txn.open_table(LOG).map_err(write_err)?;
-                table.retain_in((group, log_id.index)..=(group, u64::MAX), |_, _| false).map_err(write_err)?;
+                table
+                    .retain_in((group, log_id.index)..=(group, u64::MAX), |_, _| false)
+                    .map_err(write_err)?;
             }
             txn.commit().map_err(write_err)
         })
@@ -246,12 +275,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let group = self.group;
         run_blocking(move || {
             let mut txn = db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate).map_err(write_err)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(write_err)?;
             {
                 let mut meta = txn.open_table(META).map_err(write_err)?;
-                meta.insert((group, KEY_PURGED), bytes.as_slice()).map_err(write_err)?;
+                meta.insert((group, KEY_PURGED), bytes.as_slice())
+                    .map_err(write_err)?;
                 let mut table = txn.open_table(LOG).map_err(write_err)?;
-                table.retain_in((group, 0)..=(group, log_id.index), |_, _| false).map_err(write_err)?;
+                table
+                    .retain_in((group, 0)..=(group, log_id.index), |_, _| false)
+                    .map_err(write_err)?;
             }
             txn.commit().map_err(write_err)
         })

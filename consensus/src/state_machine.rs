@@ -16,7 +16,9 @@ use openraft::{AnyError, EntryPayload, StorageIOError};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 const SNAPSHOTS: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshots");
 
@@ -50,7 +52,9 @@ pub struct StateReader {
 impl StateReader {
     /// Read access; never held across an `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.state.read().expect("state lock poisoned: a panic while applying stops the node")
+        self.state
+            .read()
+            .expect("state lock poisoned: a panic while applying stops the node")
     }
 }
 
@@ -87,7 +91,9 @@ fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, St
         Err(e) => return Err(snap_read_err(e)),
     };
     match table.get(group).map_err(snap_read_err)? {
-        Some(bytes) => Ok(Some(postcard::from_bytes(bytes.value()).map_err(snap_read_err)?)),
+        Some(bytes) => Ok(Some(
+            postcard::from_bytes(bytes.value()).map_err(snap_read_err)?,
+        )),
         None => Ok(None),
     }
 }
@@ -95,7 +101,10 @@ fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, St
 fn decode_body(data: &[u8]) -> Result<Ledger, StorageError> {
     let body: SnapshotBody = postcard::from_bytes(data).map_err(snap_read_err)?;
     if body.version != LEDGER_FORMAT_VERSION {
-        let message = format!("snapshot format {} is not {LEDGER_FORMAT_VERSION}", body.version);
+        let message = format!(
+            "snapshot format {} is not {LEDGER_FORMAT_VERSION}",
+            body.version
+        );
         return Err(snap_read_err(std::io::Error::other(message)));
     }
     // Assert in pairs: the invariants held when written; check them again after reading.
@@ -105,14 +114,22 @@ fn decode_body(data: &[u8]) -> Result<Ledger, StorageError> {
 
 impl StateMachineStore {
     /// Loads the group's last snapshot, or starts a fresh ledger in `currency`.
-    pub fn open(db: Arc<Database>, group: u32, currency: Currency) -> Result<StateMachineStore, StorageError> {
+    pub fn open(
+        db: Arc<Database>,
+        group: u32,
+        currency: Currency,
+    ) -> Result<StateMachineStore, StorageError> {
         let applied = match load_snapshot(&db, group)? {
             Some(stored) => Applied {
                 ledger: decode_body(&stored.data)?,
                 last_applied: stored.meta.last_log_id,
                 membership: stored.meta.last_membership.clone(),
             },
-            None => Applied { ledger: Ledger::new(currency), last_applied: None, membership: Default::default() },
+            None => Applied {
+                ledger: Ledger::new(currency),
+                last_applied: None,
+                membership: Default::default(),
+            },
         };
         Ok(StateMachineStore {
             state: Arc::new(RwLock::new(applied)),
@@ -123,11 +140,15 @@ impl StateMachineStore {
     }
 
     pub fn reader(&self) -> StateReader {
-        StateReader { state: self.state.clone() }
+        StateReader {
+            state: self.state.clone(),
+        }
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
-        self.state.write().expect("state lock poisoned: a panic while applying stops the node")
+        self.state
+            .write()
+            .expect("state lock poisoned: a panic while applying stops the node")
     }
 
     /// Persists a snapshot, fsync'd, on the blocking pool.
@@ -137,14 +158,19 @@ impl StateMachineStore {
         let group = self.group;
         let work = move || -> Result<(), StorageError> {
             let mut txn = db.begin_write().map_err(snap_write_err)?;
-            txn.set_durability(Durability::Immediate).map_err(snap_write_err)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(snap_write_err)?;
             {
                 let mut table = txn.open_table(SNAPSHOTS).map_err(snap_write_err)?;
-                table.insert(group, bytes.as_slice()).map_err(snap_write_err)?;
+                table
+                    .insert(group, bytes.as_slice())
+                    .map_err(snap_write_err)?;
             }
             txn.commit().map_err(snap_write_err)
         };
-        tokio::task::spawn_blocking(work).await.map_err(snap_write_err)?
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(snap_write_err)?
     }
 }
 
@@ -152,19 +178,39 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (ledger, last_log_id, last_membership) = {
             let state = self.state.read().expect("state lock poisoned");
-            (state.ledger.clone(), state.last_applied, state.membership.clone())
+            (
+                state.ledger.clone(),
+                state.last_applied,
+                state.membership.clone(),
+            )
         };
         // Serialise outside the lock so apply is not held up.
-        let body = SnapshotBody { version: LEDGER_FORMAT_VERSION, ledger };
+        let body = SnapshotBody {
+            version: LEDGER_FORMAT_VERSION,
+            ledger,
+        };
         let data = postcard::to_allocvec(&body).map_err(snap_write_err)?;
-        let seq = self.snapshot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = self
+            .snapshot_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
             None => format!("none-{seq}"),
         };
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-        self.persist(StoredSnapshot { meta: meta.clone(), data: data.clone() }).await?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        self.persist(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -186,13 +232,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut state = self.write_state();
         for entry in entries {
             assert!(
-                state.last_applied.is_none_or(|applied| applied.index < entry.log_id.index),
+                state
+                    .last_applied
+                    .is_none_or(|applied| applied.index < entry.log_id.index),
                 "entries are applied once, in order"
             );
             state.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Status(Ok(())),
-                EntryPayload::Normal(request) => state.ledger.apply(&request.command, request.at_ms),
+                EntryPayload::Normal(request) => {
+                    state.ledger.apply(&request.command, request.at_ms)
+                }
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Status(Ok(()))
@@ -211,10 +261,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let ledger = decode_body(&data)?;
-        self.persist(StoredSnapshot { meta: meta.clone(), data }).await?;
+        self.persist(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await?;
         let mut state = self.write_state();
         state.ledger = ledger;
         state.last_applied = meta.last_log_id;
@@ -225,7 +283,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let db = self.db.clone();
         let group = self.group;
-        let stored = tokio::task::spawn_blocking(move || load_snapshot(&db, group)).await.map_err(sm_read_err)??;
-        Ok(stored.map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        let stored = tokio::task::spawn_blocking(move || load_snapshot(&db, group))
+            .await
+            .map_err(sm_read_err)??;
+        Ok(stored.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
     }
 }

@@ -2,6 +2,8 @@
 //! Method: run `openraft::testing::Suite::test_all` with a builder that opens both stores on
 //! fresh files in a temporary directory (the guard keeps the directory alive per test case).
 
+#![allow(clippy::result_large_err)] // openraft's StorageError is the builder trait's error type
+
 use consensus::{open_log_db, open_sm_db, LogStore, StateMachineStore, TypeConfig};
 use ledger::Currency;
 use openraft::testing::{StoreBuilder, Suite};
@@ -10,7 +12,9 @@ use openraft::StorageError;
 struct RedbBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RedbBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_db = open_log_db(&dir.path().join("log.redb")).expect("log db");
         let sm_db = open_sm_db(&dir.path().join("sm.redb")).expect("sm db");

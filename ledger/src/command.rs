@@ -22,7 +22,10 @@ pub enum Command {
     /// Voids every pending transfer whose deadline is at or before the command's time.
     ExpirePending,
     SetTariff(Tariff),
-    SetAccountStatus { id: AccountId, status: AccountStatus },
+    SetAccountStatus {
+        id: AccountId,
+        status: AccountStatus,
+    },
 }
 
 /// What a command answered. Deterministic: every replica computes the same value.
@@ -33,7 +36,9 @@ pub enum Outcome {
     Batch(Vec<TransferOutcome>),
     /// Post, void: the transfer's record afterwards.
     Record(Result<TransferView, Code>),
-    Expired { voided: u32 },
+    Expired {
+        voided: u32,
+    },
     /// Tariff and account-status changes.
     Status(Result<(), Code>),
 }

@@ -185,7 +185,9 @@ pub fn shard_of(account: &AccountId, shard_count: u32) -> ShardId {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let index = hash.checked_rem(u64::from(shard_count)).expect("shard_count is not zero");
+    let index = hash
+        .checked_rem(u64::from(shard_count))
+        .expect("shard_count is not zero");
     ShardId(u32::try_from(index).expect("remainder is below a u32 shard count"))
 }
 
@@ -198,7 +200,16 @@ mod tests {
         assert!(AccountId::parse("+254700000001").is_ok());
         assert!(AccountId::parse("+12025550123").is_ok());
         assert!(AccountId::parse("float").is_ok());
-        for bad in ["254700000001", "+0254700000", "+25470", "+2547000000011111", "+25470a000001", "", "+", "Float"] {
+        for bad in [
+            "254700000001",
+            "+0254700000",
+            "+25470",
+            "+2547000000011111",
+            "+25470a000001",
+            "",
+            "+",
+            "Float",
+        ] {
             assert_eq!(AccountId::parse(bad), Err(IdError::AccountId), "{bad}");
         }
     }
@@ -219,7 +230,13 @@ mod tests {
         let id = AccountId::parse("+254700000001").expect("valid");
         assert_eq!(shard_of(&id, 1), ShardId(0));
         let spread: std::collections::BTreeSet<u32> = (0..64)
-            .map(|i| shard_of(&AccountId::parse(&format!("+2547000{i:05}")).expect("valid"), 8).0)
+            .map(|i| {
+                shard_of(
+                    &AccountId::parse(&format!("+2547000{i:05}")).expect("valid"),
+                    8,
+                )
+                .0
+            })
             .collect();
         assert_eq!(spread.len(), 8, "64 sequential numbers cover all 8 shards");
     }

@@ -11,11 +11,17 @@ use crate::views::{AccountView, EntryView, Summary, TransferView};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
     Account(AccountId),
-    Statement { id: AccountId, limit: usize },
+    Statement {
+        id: AccountId,
+        limit: usize,
+    },
     Transfer(TransferId),
     Summary,
     /// Accounts in id order after `after`, at most `limit`.
-    Accounts { after: Option<AccountId>, limit: usize },
+    Accounts {
+        after: Option<AccountId>,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +37,9 @@ impl Ledger {
     pub fn query(&self, query: &Query) -> Answer {
         match query {
             Query::Account(id) => Answer::Account(self.account(id).map(AccountView::of)),
-            Query::Statement { id, limit } => Answer::Statement(self.statement(id, (*limit).min(STATEMENT_LIMIT_MAX))),
+            Query::Statement { id, limit } => {
+                Answer::Statement(self.statement(id, (*limit).min(STATEMENT_LIMIT_MAX)))
+            }
             Query::Transfer(id) => Answer::Transfer(self.transfer(id).map(TransferView::of)),
             Query::Summary => Answer::Summary(self.summary()),
             Query::Accounts { after, limit } => {

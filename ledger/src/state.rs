@@ -12,7 +12,9 @@ use crate::account::{Account, AccountKind, AccountStatus, Direction, Entry, NewA
 use crate::codes::Code;
 use crate::command::{Command, Outcome};
 use crate::ids::{AccountId, Currency, TransferId};
-use crate::limits::{AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, EXPIRE_BATCH_MAX, STATEMENT_KEEP_MAX, TEXT_BYTES_MAX};
+use crate::limits::{
+    AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, EXPIRE_BATCH_MAX, STATEMENT_KEEP_MAX, TEXT_BYTES_MAX,
+};
 use crate::limits::{TIMEOUT_S_MAX, TIMEOUT_S_MIN};
 use crate::tariff::Tariff;
 use crate::transfer::{Accepted, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome};
@@ -33,11 +35,13 @@ pub struct Ledger {
 }
 
 fn add(a: i64, b: i64) -> i64 {
-    a.checked_add(b).expect("operands are bounded by BALANCE_MAX")
+    a.checked_add(b)
+        .expect("operands are bounded by BALANCE_MAX")
 }
 
 fn sub(a: i64, b: i64) -> i64 {
-    a.checked_sub(b).expect("operands are bounded by BALANCE_MAX")
+    a.checked_sub(b)
+        .expect("operands are bounded by BALANCE_MAX")
 }
 
 fn signed(amount: u64) -> i64 {
@@ -82,9 +86,21 @@ impl Ledger {
     /// A fresh ledger holding only the system accounts `float` and `fees`.
     pub fn new(currency: Currency) -> Ledger {
         let mut accounts = BTreeMap::new();
-        accounts.insert(AccountId::float(), system_account(AccountId::float(), "e-money float", currency));
-        accounts.insert(AccountId::fees(), system_account(AccountId::fees(), "collected fees", currency));
-        Ledger { currency, accounts, transfers: BTreeMap::new(), expiries: BTreeSet::new(), tariff: Tariff::default() }
+        accounts.insert(
+            AccountId::float(),
+            system_account(AccountId::float(), "e-money float", currency),
+        );
+        accounts.insert(
+            AccountId::fees(),
+            system_account(AccountId::fees(), "collected fees", currency),
+        );
+        Ledger {
+            currency,
+            accounts,
+            transfers: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            tariff: Tariff::default(),
+        }
     }
 
     pub fn currency(&self) -> Currency {
@@ -105,7 +121,9 @@ impl Ledger {
             Some(id) => std::ops::Bound::Excluded(id.clone()),
             None => std::ops::Bound::Unbounded,
         };
-        self.accounts.range((start, std::ops::Bound::Unbounded)).map(|(_, account)| account)
+        self.accounts
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, account)| account)
     }
 
     pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
@@ -119,7 +137,15 @@ impl Ledger {
     /// Newest first, at most `limit` entries.
     pub fn statement(&self, id: &AccountId, limit: usize) -> Option<Vec<EntryView>> {
         let account = self.accounts.get(id)?;
-        Some(account.entries.iter().rev().take(limit).map(EntryView::of).collect())
+        Some(
+            account
+                .entries
+                .iter()
+                .rev()
+                .take(limit)
+                .map(EntryView::of)
+                .collect(),
+        )
     }
 
     /// The earliest deadline of a pending transfer, for the expiry timer.
@@ -130,7 +156,9 @@ impl Ledger {
     pub fn summary(&self) -> Summary {
         let mut balance_sum: i128 = 0;
         for account in self.accounts.values() {
-            balance_sum = balance_sum.checked_add(i128::from(account.balance)).expect("i128 holds any sum of i64");
+            balance_sum = balance_sum
+                .checked_add(i128::from(account.balance))
+                .expect("i128 holds any sum of i64");
         }
         let balance_of = |id: AccountId| self.accounts.get(&id).map_or(0, |a| a.balance);
         Summary {
@@ -149,14 +177,28 @@ impl Ledger {
         let mut pending_out: i128 = 0;
         let mut pending_in: i128 = 0;
         for account in self.accounts.values() {
-            sum = sum.checked_add(i128::from(account.balance)).expect("i128 holds any sum of i64");
-            pending_out = pending_out.checked_add(i128::from(account.pending_out)).expect("bounded");
-            pending_in = pending_in.checked_add(i128::from(account.pending_in)).expect("bounded");
+            sum = sum
+                .checked_add(i128::from(account.balance))
+                .expect("i128 holds any sum of i64");
+            pending_out = pending_out
+                .checked_add(i128::from(account.pending_out))
+                .expect("bounded");
+            pending_in = pending_in
+                .checked_add(i128::from(account.pending_in))
+                .expect("bounded");
             if !account.id.is_float() {
                 assert!(account.balance >= 0, "account {} below zero", account.id);
-                assert!(account.available() >= 0, "account {} available below zero", account.id);
+                assert!(
+                    account.available() >= 0,
+                    "account {} available below zero",
+                    account.id
+                );
             }
-            assert!(account.pending_out >= 0 && account.pending_in >= 0, "negative hold on {}", account.id);
+            assert!(
+                account.pending_out >= 0 && account.pending_in >= 0,
+                "negative hold on {}",
+                account.id
+            );
             let bounded = (-BALANCE_MAX..=BALANCE_MAX).contains(&account.balance);
             assert!(bounded, "account {} beyond BALANCE_MAX", account.id);
         }
@@ -164,14 +206,28 @@ impl Ledger {
         let mut held: i128 = 0;
         let mut promised: i128 = 0;
         for (_, id) in &self.expiries {
-            let transfer = self.transfers.get(id).expect("every expiry names a transfer");
-            assert_eq!(transfer.status, TransferStatus::Pending, "expiry for non-pending {id}");
-            let total = i128::from(transfer.amount).checked_add(i128::from(transfer.fee)).expect("bounded");
+            let transfer = self
+                .transfers
+                .get(id)
+                .expect("every expiry names a transfer");
+            assert_eq!(
+                transfer.status,
+                TransferStatus::Pending,
+                "expiry for non-pending {id}"
+            );
+            let total = i128::from(transfer.amount)
+                .checked_add(i128::from(transfer.fee))
+                .expect("bounded");
             held = held.checked_add(total).expect("bounded");
-            promised = promised.checked_add(i128::from(transfer.amount)).expect("bounded");
+            promised = promised
+                .checked_add(i128::from(transfer.amount))
+                .expect("bounded");
         }
         assert_eq!(held, pending_out, "holds do not match pending transfers");
-        assert_eq!(promised, pending_in, "pending credits do not match pending transfers");
+        assert_eq!(
+            promised, pending_in,
+            "pending credits do not match pending transfers"
+        );
     }
 
     /// Applies one command at the leader-assigned time `at_ms`. Deterministic: the same state and
@@ -184,13 +240,18 @@ impl Ledger {
                 if requests.len() > BATCH_MAX {
                     return Outcome::Batch(Vec::new());
                 }
-                let results = requests.iter().map(|request| self.transfer_once(request, at_ms)).collect();
+                let results = requests
+                    .iter()
+                    .map(|request| self.transfer_once(request, at_ms))
+                    .collect();
                 Outcome::Batch(results)
             }
             Command::Post(id) => Outcome::Record(self.post(id, at_ms)),
             Command::Void(id) => Outcome::Record(self.void(id)),
             Command::Reverse(request) => Outcome::Transfer(self.reverse(request, at_ms)),
-            Command::ExpirePending => Outcome::Expired { voided: self.expire(at_ms) },
+            Command::ExpirePending => Outcome::Expired {
+                voided: self.expire(at_ms),
+            },
             Command::SetTariff(tariff) => {
                 if tariff.validate().is_err() {
                     return Outcome::Status(Err(Code::InvalidRequest));
@@ -198,7 +259,9 @@ impl Ledger {
                 self.tariff = tariff.clone();
                 Outcome::Status(Ok(()))
             }
-            Command::SetAccountStatus { id, status } => Outcome::Status(self.set_status(id, *status)),
+            Command::SetAccountStatus { id, status } => {
+                Outcome::Status(self.set_status(id, *status))
+            }
         }
     }
 
@@ -241,10 +304,16 @@ impl Ledger {
             if existing.origin == Origin::Request(request.clone()) {
                 return existing.answer.clone();
             }
-            return TransferOutcome::Refused { id: request.id.clone(), code: Code::IdConflict };
+            return TransferOutcome::Refused {
+                id: request.id.clone(),
+                code: Code::IdConflict,
+            };
         }
         if let Err(code) = shape_check(request) {
-            return TransferOutcome::Refused { id: request.id.clone(), code };
+            return TransferOutcome::Refused {
+                id: request.id.clone(),
+                code,
+            };
         }
         let fee = match self.business_check(request) {
             Ok(fee) => fee,
@@ -268,8 +337,14 @@ impl Ledger {
 
     /// The business rules; returns the fee on success.
     fn business_check(&self, request: &TransferRequest) -> Result<u64, Code> {
-        let from = self.accounts.get(&request.from).ok_or(Code::AccountNotFound)?;
-        let to = self.accounts.get(&request.to).ok_or(Code::AccountNotFound)?;
+        let from = self
+            .accounts
+            .get(&request.from)
+            .ok_or(Code::AccountNotFound)?;
+        let to = self
+            .accounts
+            .get(&request.to)
+            .ok_or(Code::AccountNotFound)?;
         for account in [from, to] {
             match account.status {
                 AccountStatus::Active => {}
@@ -302,7 +377,10 @@ impl Ledger {
         if to_after > BALANCE_MAX {
             return Err(Code::LimitExceeded);
         }
-        let fees = self.accounts.get(&AccountId::fees()).expect("fees exists from the first start");
+        let fees = self
+            .accounts
+            .get(&AccountId::fees())
+            .expect("fees exists from the first start");
         if add(add(fees.balance, fees.pending_in), signed(fee)) > BALANCE_MAX {
             return Err(Code::LimitExceeded);
         }
@@ -322,10 +400,16 @@ impl Ledger {
             Origin::Request(request) => request.id.clone(),
             Origin::Reversal(request) => request.id.clone(),
         };
-        let answer = TransferOutcome::Rejected { id: id.clone(), code };
+        let answer = TransferOutcome::Rejected {
+            id: id.clone(),
+            code,
+        };
         let currency = match &origin {
             Origin::Request(request) => request.currency,
-            Origin::Reversal(_) => self.accounts.get(from).map_or(self.currency, |a| a.currency),
+            Origin::Reversal(_) => self
+                .accounts
+                .get(from)
+                .map_or(self.currency, |a| a.currency),
         };
         let transfer = Transfer {
             id: id.clone(),
@@ -349,7 +433,13 @@ impl Ledger {
     }
 
     fn complete(&mut self, request: &TransferRequest, fee: u64, at_ms: u64) -> TransferOutcome {
-        let moved = self.move_money(&request.id, request.kind, (&request.from, &request.to), (request.amount, fee), at_ms);
+        let moved = self.move_money(
+            &request.id,
+            request.kind,
+            (&request.from, &request.to),
+            (request.amount, fee),
+            at_ms,
+        );
         let answer = TransferOutcome::Accepted(Accepted {
             id: request.id.clone(),
             status: TransferStatus::Completed,
@@ -358,19 +448,37 @@ impl Ledger {
             from_balance: moved.0,
             to_balance: moved.1,
         });
-        self.insert_transfer(Origin::Request(request.clone()), request, fee, TransferStatus::Completed, at_ms, answer.clone());
+        self.insert_transfer(
+            Origin::Request(request.clone()),
+            request,
+            fee,
+            TransferStatus::Completed,
+            at_ms,
+            answer.clone(),
+        );
         answer
     }
 
     fn hold(&mut self, request: &TransferRequest, fee: u64, at_ms: u64) -> TransferOutcome {
-        let total = signed(request.amount.checked_add(fee).expect("checked in business_check"));
-        let from = self.accounts.get_mut(&request.from).expect("checked in business_check");
+        let total = signed(
+            request
+                .amount
+                .checked_add(fee)
+                .expect("checked in business_check"),
+        );
+        let from = self
+            .accounts
+            .get_mut(&request.from)
+            .expect("checked in business_check");
         from.pending_out = add(from.pending_out, total);
         let from_balance = from.balance;
         if !from.id.is_float() {
             assert!(from.available() >= 0, "hold overdrew {}", from.id);
         }
-        let to = self.accounts.get_mut(&request.to).expect("checked in business_check");
+        let to = self
+            .accounts
+            .get_mut(&request.to)
+            .expect("checked in business_check");
         to.pending_in = add(to.pending_in, signed(request.amount));
         let to_balance = to.balance;
         let answer = TransferOutcome::Accepted(Accepted {
@@ -381,7 +489,14 @@ impl Ledger {
             from_balance,
             to_balance,
         });
-        self.insert_transfer(Origin::Request(request.clone()), request, fee, TransferStatus::Pending, at_ms, answer.clone());
+        self.insert_transfer(
+            Origin::Request(request.clone()),
+            request,
+            fee,
+            TransferStatus::Pending,
+            at_ms,
+            answer.clone(),
+        );
         answer
     }
 
@@ -395,7 +510,10 @@ impl Ledger {
         answer: TransferOutcome,
     ) {
         let expires_at_ms = if status == TransferStatus::Pending {
-            let timeout_ms = request.timeout_s.checked_mul(1000).expect("timeout bounded by TIMEOUT_S_MAX");
+            let timeout_ms = request
+                .timeout_s
+                .checked_mul(1000)
+                .expect("timeout bounded by TIMEOUT_S_MAX");
             let deadline = at_ms.saturating_add(timeout_ms);
             self.expiries.insert((deadline, request.id.clone()));
             Some(deadline)
@@ -432,7 +550,10 @@ impl Ledger {
         (amount, fee): (u64, u64),
         at_ms: u64,
     ) -> (i64, i64) {
-        assert_ne!(from_id, to_id, "a transfer moves money between two accounts");
+        assert_ne!(
+            from_id, to_id,
+            "a transfer moves money between two accounts"
+        );
         let total = signed(amount.checked_add(fee).expect("bounded by AMOUNT_MAX"));
         let debited = total;
         let credited = add(signed(amount), signed(fee));
@@ -441,48 +562,64 @@ impl Ledger {
         let from = self.accounts.get_mut(from_id).expect("payer exists");
         from.balance = sub(from.balance, total);
         if !from.id.is_float() {
-            assert!(from.balance >= 0 && from.available() >= 0, "payer {} overdrawn", from.id);
+            assert!(
+                from.balance >= 0 && from.available() >= 0,
+                "payer {} overdrawn",
+                from.id
+            );
         }
         let from_balance = from.balance;
-        push_entry(from, Entry {
-            transfer_id: id.clone(),
-            direction: Direction::Debit,
-            amount,
-            fee,
-            balance_after: from_balance,
-            kind,
-            counterparty: to_id.clone(),
-            at_ms,
-        });
+        push_entry(
+            from,
+            Entry {
+                transfer_id: id.clone(),
+                direction: Direction::Debit,
+                amount,
+                fee,
+                balance_after: from_balance,
+                kind,
+                counterparty: to_id.clone(),
+                at_ms,
+            },
+        );
 
         let to = self.accounts.get_mut(to_id).expect("payee exists");
         to.balance = add(to.balance, signed(amount));
         let to_balance = to.balance;
-        push_entry(to, Entry {
-            transfer_id: id.clone(),
-            direction: Direction::Credit,
-            amount,
-            fee: 0,
-            balance_after: to_balance,
-            kind,
-            counterparty: from_id.clone(),
-            at_ms,
-        });
-
-        if fee > 0 {
-            let fees = self.accounts.get_mut(&AccountId::fees()).expect("fees exists from the first start");
-            fees.balance = add(fees.balance, signed(fee));
-            let fees_balance = fees.balance;
-            push_entry(fees, Entry {
+        push_entry(
+            to,
+            Entry {
                 transfer_id: id.clone(),
                 direction: Direction::Credit,
-                amount: fee,
+                amount,
                 fee: 0,
-                balance_after: fees_balance,
+                balance_after: to_balance,
                 kind,
                 counterparty: from_id.clone(),
                 at_ms,
-            });
+            },
+        );
+
+        if fee > 0 {
+            let fees = self
+                .accounts
+                .get_mut(&AccountId::fees())
+                .expect("fees exists from the first start");
+            fees.balance = add(fees.balance, signed(fee));
+            let fees_balance = fees.balance;
+            push_entry(
+                fees,
+                Entry {
+                    transfer_id: id.clone(),
+                    direction: Direction::Credit,
+                    amount: fee,
+                    fee: 0,
+                    balance_after: fees_balance,
+                    kind,
+                    counterparty: from_id.clone(),
+                    at_ms,
+                },
+            );
         }
         let from_balance = self.accounts.get(from_id).map_or(0, |a| a.balance);
         let to_balance = self.accounts.get(to_id).map_or(0, |a| a.balance);
@@ -495,7 +632,9 @@ impl Ledger {
         assert_eq!(transfer.status, TransferStatus::Pending);
         let total = signed(transfer.amount.checked_add(transfer.fee).expect("bounded"));
         let amount = signed(transfer.amount);
-        let deadline = transfer.expires_at_ms.expect("pending transfers have a deadline");
+        let deadline = transfer
+            .expires_at_ms
+            .expect("pending transfers have a deadline");
         let (from_id, to_id) = (transfer.from.clone(), transfer.to.clone());
         let removed = self.expiries.remove(&(deadline, id.clone()));
         assert!(removed, "pending transfer {id} had no expiry entry");
@@ -504,23 +643,38 @@ impl Ledger {
         assert!(from.pending_out >= 0, "hold released twice on {from_id}");
         let to = self.accounts.get_mut(&to_id).expect("payee exists");
         to.pending_in = sub(to.pending_in, amount);
-        assert!(to.pending_in >= 0, "pending credit released twice on {to_id}");
+        assert!(
+            to.pending_in >= 0,
+            "pending credit released twice on {to_id}"
+        );
     }
 
     fn post(&mut self, id: &TransferId, at_ms: u64) -> Result<TransferView, Code> {
         let transfer = self.transfers.get(id).ok_or(Code::TransferNotFound)?;
         match transfer.status {
-            TransferStatus::Completed | TransferStatus::Reversed => return Ok(TransferView::of(transfer)),
-            TransferStatus::Rejected | TransferStatus::Voided => return Err(Code::TransferNotPending),
+            TransferStatus::Completed | TransferStatus::Reversed => {
+                return Ok(TransferView::of(transfer))
+            }
+            TransferStatus::Rejected | TransferStatus::Voided => {
+                return Err(Code::TransferNotPending)
+            }
             TransferStatus::Pending => {}
         }
-        if transfer.expires_at_ms.is_some_and(|deadline| deadline <= at_ms) {
+        if transfer
+            .expires_at_ms
+            .is_some_and(|deadline| deadline <= at_ms)
+        {
             // The deadline passed before the post arrived: expiry wins.
             self.void(id)?;
             return Err(Code::TransferNotPending);
         }
-        let (kind, from, to, amount, fee) =
-            (transfer.kind, transfer.from.clone(), transfer.to.clone(), transfer.amount, transfer.fee);
+        let (kind, from, to, amount, fee) = (
+            transfer.kind,
+            transfer.from.clone(),
+            transfer.to.clone(),
+            transfer.amount,
+            transfer.fee,
+        );
         self.release(id);
         self.move_money(id, kind, (&from, &to), (amount, fee), at_ms);
         let transfer = self.transfers.get_mut(id).expect("found above");
@@ -550,13 +704,17 @@ impl Ledger {
             .map(|(_, id)| id.clone())
             .collect();
         for id in &due {
-            self.void(id).expect("an expiry entry names a pending transfer");
+            self.void(id)
+                .expect("an expiry entry names a pending transfer");
         }
         u32::try_from(due.len()).expect("bounded by EXPIRE_BATCH_MAX")
     }
 
     fn reverse(&mut self, request: &ReversalRequest, at_ms: u64) -> TransferOutcome {
-        let refused = |code| TransferOutcome::Refused { id: request.id.clone(), code };
+        let refused = |code| TransferOutcome::Refused {
+            id: request.id.clone(),
+            code,
+        };
         if let Some(existing) = self.transfers.get(&request.id) {
             if existing.origin == Origin::Reversal(request.clone()) {
                 return existing.answer.clone();
@@ -577,13 +735,25 @@ impl Ledger {
         // The money goes back the way it came: from the original payee to the original payer.
         let (payer, payee, amount) = (original.to.clone(), original.from.clone(), original.amount);
         let origin = Origin::Reversal(request.clone());
-        let payer_account = self.accounts.get(&payer).expect("accounts are never deleted");
-        let payee_account = self.accounts.get(&payee).expect("accounts are never deleted");
+        let payer_account = self
+            .accounts
+            .get(&payer)
+            .expect("accounts are never deleted");
+        let payee_account = self
+            .accounts
+            .get(&payee)
+            .expect("accounts are never deleted");
         // The same floors and caps as any transfer (see `business_check`).
-        let payee_after = add(add(payee_account.balance, payee_account.pending_in), signed(amount));
-        let rejection = if payer_account.status == AccountStatus::Closed || payee_account.status == AccountStatus::Closed {
+        let payee_after = add(
+            add(payee_account.balance, payee_account.pending_in),
+            signed(amount),
+        );
+        let rejection = if payer_account.status == AccountStatus::Closed
+            || payee_account.status == AccountStatus::Closed
+        {
             Some(Code::AccountClosed)
-        } else if payer.is_float() && sub(payer_account.available(), signed(amount)) < -BALANCE_MAX {
+        } else if payer.is_float() && sub(payer_account.available(), signed(amount)) < -BALANCE_MAX
+        {
             Some(Code::LimitExceeded)
         } else if !payer.is_float() && payer_account.available() < signed(amount) {
             Some(Code::InsufficientFunds)
@@ -593,10 +763,22 @@ impl Ledger {
             None
         };
         if let Some(code) = rejection {
-            return self.record_rejection(origin, TransferKind::Reversal, (&payer, &payee), amount, code, at_ms);
+            return self.record_rejection(
+                origin,
+                TransferKind::Reversal,
+                (&payer, &payee),
+                amount,
+                code,
+                at_ms,
+            );
         }
-        let (from_balance, to_balance) =
-            self.move_money(&request.id, TransferKind::Reversal, (&payer, &payee), (amount, 0), at_ms);
+        let (from_balance, to_balance) = self.move_money(
+            &request.id,
+            TransferKind::Reversal,
+            (&payer, &payee),
+            (amount, 0),
+            at_ms,
+        );
         let answer = TransferOutcome::Accepted(Accepted {
             id: request.id.clone(),
             status: TransferStatus::Completed,
@@ -605,7 +787,10 @@ impl Ledger {
             from_balance,
             to_balance,
         });
-        let currency = self.accounts.get(&payer).map_or(self.currency, |a| a.currency);
+        let currency = self
+            .accounts
+            .get(&payer)
+            .map_or(self.currency, |a| a.currency);
         let reversal = Transfer {
             id: request.id.clone(),
             kind: TransferKind::Reversal,
@@ -624,7 +809,10 @@ impl Ledger {
             answer: answer.clone(),
         };
         self.transfers.insert(request.id.clone(), reversal);
-        let original = self.transfers.get_mut(&request.original).expect("found above");
+        let original = self
+            .transfers
+            .get_mut(&request.original)
+            .expect("found above");
         original.status = TransferStatus::Reversed;
         original.reversed_by = Some(request.id.clone());
         answer

@@ -1,4 +1,6 @@
 //! Read models: what clients see of accounts, transfers and statements (JSON via serde).
+//! They also cross the cluster in postcard frames, which cannot skip fields: no
+//! `skip_serializing_if` here.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,11 +51,8 @@ pub struct TransferView {
     pub status: TransferStatus,
     pub code: Option<Code>,
     pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reversed_by: Option<TransferId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reverses: Option<TransferId>,
 }
 

@@ -40,7 +40,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             client.put(format!("{base}/v1/admin/tariff")).json(&body)
         }
         AdminCmd::AccountStatus { id, status } => client
-            .put(format!("{base}/v1/admin/accounts/{}/status", id.replace('+', "%2B")))
+            .put(format!(
+                "{base}/v1/admin/accounts/{}/status",
+                id.replace('+', "%2B")
+            ))
             .json(&serde_json::json!({ "status": status })),
     };
     let response = request.bearer_auth(&args.token).send().await?;

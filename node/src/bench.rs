@@ -27,6 +27,9 @@ const SETUP_CONCURRENCY: usize = 64;
 const FUNDING_CONCURRENCY: usize = 4;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the run's end, transfers still failing get this long to be retried, then count as
+/// unresolved (so a stalled cluster cannot keep the bench running for minutes).
+const RETRY_GRACE: Duration = Duration::from_secs(10);
 /// Largest account count: the index has 6 digits in the account id.
 const ACCOUNTS_MAX: usize = 1_000_000;
 /// Error codes of a batch item that a retry may cure (their HTTP status is 429 or 5xx).
@@ -75,13 +78,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "run {tag}: sending transfers for {:?} from {} workers ...",
         args.duration, args.concurrency
     );
+    let deadline = Instant::now() + args.duration;
     let load = Load {
         bench: Arc::clone(&bench),
         ids: Arc::clone(&ids),
         tag: tag.clone(),
         batch: args.batch,
-        deadline: Instant::now() + args.duration,
-        progress: Arc::new(Progress::default()),
+        deadline,
+        progress: Arc::new(Progress {
+            transfers: AtomicU64::new(0),
+            give_up: deadline + RETRY_GRACE,
+        }),
     };
     let (stats, elapsed) = run_load(load, args.concurrency).await?;
     print_report(&args, &bench.targets, &stats, elapsed);
@@ -188,14 +195,25 @@ impl Bench {
         })
     }
 
-    fn target(&self) -> &str {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        &self.targets[index]
+    /// Where a request starts in the round-robin; its retries move on to the next targets, so a
+    /// dead node costs a retry at most every `targets.len()` attempts.
+    fn start(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn target(&self, start: usize, attempt: u32) -> &str {
+        &self.targets[start.wrapping_add(attempt as usize) % self.targets.len()]
     }
 
     /// One attempt, on the next target.
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
-        let url = format!("{}{path}", self.target());
+    async fn send(
+        &self,
+        target: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let url = format!("{target}{path}");
         let mut request = self.client.request(method, url).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
@@ -222,8 +240,10 @@ impl Bench {
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
         let mut last = String::new();
+        let start = self.start();
         for attempt in 1..=ATTEMPTS {
-            match self.send(method.clone(), path, body).await {
+            let target = self.target(start, attempt);
+            match self.send(target, method.clone(), path, body).await {
                 Reply::Answer(status, answer) if status != 429 && status < 500 => {
                     return Ok((status, answer))
                 }
@@ -238,11 +258,18 @@ impl Bench {
     /// Checks every target's /health and the token; returns the cluster's currency when known.
     async fn preflight(&self) -> anyhow::Result<Option<String>> {
         for target in &self.targets {
-            let response = self.client.get(format!("{target}/health")).send().await;
-            let healthy = response
-                .as_ref()
-                .is_ok_and(|response| response.status().is_success());
-            ensure!(healthy, "{target}/health does not answer 200: {response:?}");
+            let url = format!("{target}/health");
+            let response = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            ensure!(
+                response.status().is_success(),
+                "GET {url} answered {}",
+                response.status()
+            );
         }
         let (status, float) = self
             .call(reqwest::Method::GET, "/v1/accounts/float", None)
@@ -371,10 +398,15 @@ fn classify(status: Option<u16>, body: &Value) -> Outcome {
 }
 
 /// One attempt at sending `items`: one per request, or all in one batch request.
-async fn attempt(bench: &Bench, items: &[Value], batch: bool) -> Vec<Outcome> {
+async fn attempt(bench: &Bench, target: &str, items: &[Value], batch: bool) -> Vec<Outcome> {
     if !batch {
         return match bench
-            .send(reqwest::Method::POST, "/v1/transfers", items.first())
+            .send(
+                target,
+                reqwest::Method::POST,
+                "/v1/transfers",
+                items.first(),
+            )
             .await
         {
             Reply::Answer(status, body) => vec![classify(Some(status), &body)],
@@ -384,7 +416,12 @@ async fn attempt(bench: &Bench, items: &[Value], batch: bool) -> Vec<Outcome> {
     let body = json!({ "transfers": items });
     let every = |outcome: &dyn Fn() -> Outcome| items.iter().map(|_| outcome()).collect();
     match bench
-        .send(reqwest::Method::POST, "/v1/transfers/batch", Some(&body))
+        .send(
+            target,
+            reqwest::Method::POST,
+            "/v1/transfers/batch",
+            Some(&body),
+        )
         .await
     {
         Reply::Transport(code) => every(&|| Outcome::Retry(code.to_string())),
@@ -399,7 +436,8 @@ async fn attempt(bench: &Bench, items: &[Value], batch: bool) -> Vec<Outcome> {
 }
 
 /// Sends `items` (same ids on every retry) until each has a final answer or [`ATTEMPTS`] ran out.
-/// Records every attempt's latency, and each resolved transfer in `progress`.
+/// Records every attempt's latency, and each resolved transfer in `progress`, whose `give_up`
+/// time also ends retrying.
 async fn send_transfers(
     bench: &Bench,
     mut items: Vec<Value>,
@@ -407,9 +445,11 @@ async fn send_transfers(
     stats: &mut Stats,
     progress: Option<&Progress>,
 ) {
+    let start = bench.start();
     for attempt_number in 1..=ATTEMPTS {
+        let target = bench.target(start, attempt_number);
         let started = Instant::now();
-        let outcomes = attempt(bench, &items, batch).await;
+        let outcomes = attempt(bench, target, &items, batch).await;
         stats
             .latencies_us
             .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -436,11 +476,13 @@ async fn send_transfers(
         if retry.is_empty() {
             return;
         }
-        stats.retried += retry.len() as u64;
         items = retry;
-        if attempt_number < ATTEMPTS {
-            tokio::time::sleep(backoff(attempt_number)).await;
+        let too_late = progress.is_some_and(|progress| Instant::now() >= progress.give_up);
+        if attempt_number == ATTEMPTS || too_late {
+            break;
         }
+        stats.retried += items.len() as u64;
+        tokio::time::sleep(backoff(attempt_number)).await;
     }
     stats.unresolved += items.len() as u64;
 }
@@ -479,9 +521,12 @@ impl Stats {
     }
 }
 
-#[derive(Default)]
+/// Shared by the workers of a run.
 struct Progress {
+    /// Transfers with a final answer so far.
     transfers: AtomicU64,
+    /// No retries after this instant (the end of the run plus [`RETRY_GRACE`]).
+    give_up: Instant,
 }
 
 /// Everything a worker needs.
@@ -594,7 +639,7 @@ fn print_report(args: &BenchArgs, targets: &[String], stats: &Stats, elapsed: Du
     println!("  {:<16}{:.3} ms", "latency p999", ms(999));
     println!("  {:<16}{max:.3} ms", "latency max");
     println!(
-        "  {:<16}{} (unresolved after {ATTEMPTS} attempts: {})",
+        "  {:<16}{} (unresolved, outcome unknown: {})",
         "retried", stats.retried, stats.unresolved
     );
     println!("  {:<16}{}", "rejections", format_counts(&stats.rejections));

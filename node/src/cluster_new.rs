@@ -13,7 +13,9 @@ pub const RAFT_PORT_OFFSET: u16 = 1000;
 pub fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..32).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+    (0..32)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 pub fn config_path(dir: &Path, node: u64) -> PathBuf {
@@ -22,7 +24,13 @@ pub fn config_path(dir: &Path, node: u64) -> PathBuf {
 
 /// Writes `DIR/node-k/config.toml`, certificates and keys, `DIR/ca.pem`, `DIR/ca.key` and
 /// `DIR/admin.token`. Returns the token.
-pub fn write_cluster(nodes: u64, dir: &Path, http_port: u16, token: Option<String>, tuning: RaftTuning) -> anyhow::Result<String> {
+pub fn write_cluster(
+    nodes: u64,
+    dir: &Path,
+    http_port: u16,
+    token: Option<String>,
+    tuning: RaftTuning,
+) -> anyhow::Result<String> {
     anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be between 1 and 9");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -34,9 +42,17 @@ pub fn write_cluster(nodes: u64, dir: &Path, http_port: u16, token: Option<Strin
     let peers: Vec<Peer> = (1..=nodes)
         .map(|id| {
             let index = u16::try_from(id - 1).expect("at most 9 nodes");
-            let http = http_port.checked_add(index).context("http port out of range")?;
-            let raft = http.checked_add(RAFT_PORT_OFFSET).context("raft port out of range")?;
-            Ok(Peer { id, http_addr: ([127, 0, 0, 1], http).into(), raft_addr: ([127, 0, 0, 1], raft).into() })
+            let http = http_port
+                .checked_add(index)
+                .context("http port out of range")?;
+            let raft = http
+                .checked_add(RAFT_PORT_OFFSET)
+                .context("raft port out of range")?;
+            Ok(Peer {
+                id,
+                http_addr: ([127, 0, 0, 1], http).into(),
+                raft_addr: ([127, 0, 0, 1], raft).into(),
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     for peer in &peers {
@@ -54,7 +70,11 @@ pub fn write_cluster(nodes: u64, dir: &Path, http_port: u16, token: Option<Strin
             currency: "KES".into(),
             shards: 1,
             raft: tuning.clone(),
-            tls: TlsConfig { ca_cert: dir.join("ca.pem"), cert: node_dir.join("node.pem"), key: node_dir.join("node.key") },
+            tls: TlsConfig {
+                ca_cert: dir.join("ca.pem"),
+                cert: node_dir.join("node.pem"),
+                key: node_dir.join("node.key"),
+            },
             peers: peers.clone(),
         };
         config.validate().map_err(anyhow::Error::msg)?;

@@ -45,9 +45,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: 200,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
             snapshot_logs_since_last: 5000,
             logs_to_keep: 1000,
         }
@@ -81,19 +81,33 @@ fn default_shards() -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("{path}: invalid configuration: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: Config =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })?;
-        config.validate().map_err(|reason| ConfigError::Invalid { path: path.into(), reason })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })?;
+        config.validate().map_err(|reason| ConfigError::Invalid {
+            path: path.into(),
+            reason,
+        })?;
         Ok(config)
     }
 
@@ -134,7 +148,10 @@ impl Config {
     }
 
     pub fn me(&self) -> &Peer {
-        self.peers.iter().find(|p| p.id == self.node_id).expect("validated: node_id is among the peers")
+        self.peers
+            .iter()
+            .find(|p| p.id == self.node_id)
+            .expect("validated: node_id is among the peers")
     }
 }
 
@@ -179,10 +196,16 @@ http_addr = "127.0.0.1:8080"
     fn invalid_values_have_clear_errors() {
         let mut config: Config = toml::from_str(&sample()).expect("parses");
         config.node_id = 7;
-        assert!(config.validate().expect_err("not a peer").contains("not among the peers"));
+        assert!(config
+            .validate()
+            .expect_err("not a peer")
+            .contains("not among the peers"));
         let mut config: Config = toml::from_str(&sample()).expect("parses");
         config.currency = "kes".into();
-        assert!(config.validate().expect_err("bad currency").contains("currency"));
+        assert!(config
+            .validate()
+            .expect_err("bad currency")
+            .contains("currency"));
         let mut config: Config = toml::from_str(&sample()).expect("parses");
         config.token = "short".into();
         assert!(config.validate().is_err());

@@ -304,7 +304,8 @@ fn spawn_node(exe: &Path, dir: &Path, config: &Config) -> anyhow::Result<Node> {
     })
 }
 
-/// Waits until every node answers `/health` and node 1 reports a leader for every shard.
+/// Waits until every node answers `/health`, node 1 reports a leader for every shard and the
+/// cluster answers a linearizable read (`/v1/ledger/summary`).
 async fn wait_ready(
     nodes: &mut [Node],
     client: &reqwest::Client,
@@ -327,16 +328,17 @@ async fn wait_ready(
                 );
             }
         }
-        if all_healthy(nodes, client).await && has_leader(&nodes[0].url, client, token).await {
-            return Ok(());
-        }
+        let missing = match readiness(nodes, client, token).await {
+            Ok(()) => return Ok(()),
+            Err(missing) => missing,
+        };
         if Instant::now() >= deadline {
             let logs: Vec<String> = nodes
                 .iter()
                 .map(|node| node.log.display().to_string())
                 .collect();
             bail!(
-                "the cluster was not ready after {} s; see {}",
+                "the cluster was not ready after {} s ({missing}); see {}",
                 READY_TIMEOUT.as_secs(),
                 logs.join(", ")
             );
@@ -345,32 +347,41 @@ async fn wait_ready(
     }
 }
 
-async fn all_healthy(nodes: &[Node], client: &reqwest::Client) -> bool {
+/// `Err(what is missing)` until the cluster serves.
+async fn readiness(nodes: &[Node], client: &reqwest::Client, token: &str) -> Result<(), String> {
     let checks = nodes
         .iter()
         .map(|node| client.get(format!("{}/health", node.url)).send());
-    futures::future::join_all(checks)
+    let replies = futures::future::join_all(checks).await;
+    for (node, reply) in nodes.iter().zip(replies) {
+        if !reply.is_ok_and(|response| response.status() == reqwest::StatusCode::OK) {
+            return Err(format!(
+                "node {} does not answer {}/health with 200",
+                node.id, node.url
+            ));
+        }
+    }
+    let url = &nodes[0].url;
+    let state = get_json(client, &format!("{url}/v1/cluster"), token).await;
+    if !state.as_ref().is_some_and(every_shard_led) {
+        return Err(format!("{url}/v1/cluster shows no leader"));
+    }
+    if get_json(client, &format!("{url}/v1/ledger/summary"), token)
         .await
-        .into_iter()
-        .all(|reply| reply.is_ok_and(|response| response.status() == reqwest::StatusCode::OK))
+        .is_none()
+    {
+        return Err(format!("{url}/v1/ledger/summary does not answer"));
+    }
+    Ok(())
 }
 
-async fn has_leader(url: &str, client: &reqwest::Client, token: &str) -> bool {
-    let Ok(response) = client
-        .get(format!("{url}/v1/cluster"))
-        .bearer_auth(token)
-        .send()
-        .await
-    else {
-        return false;
-    };
+/// The JSON body of a successful authenticated GET, or None.
+async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> Option<Value> {
+    let response = client.get(url).bearer_auth(token).send().await.ok()?;
     if !response.status().is_success() {
-        return false;
+        return None;
     }
-    let Ok(state) = response.json::<Value>().await else {
-        return false;
-    };
-    every_shard_led(&state)
+    response.json::<Value>().await.ok()
 }
 
 /// `true` when `/v1/cluster` lists at least one shard and each has a leader.

@@ -22,7 +22,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cellpay", version, about = "cellpay: a replicated mobile-money ledger")]
+#[command(
+    name = "cellpay",
+    version,
+    about = "cellpay: a replicated mobile-money ledger"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -71,10 +75,22 @@ enum ClusterCmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Cmd::Dev(args) => runtime.block_on(dev::run(args)),
-        Cmd::Cluster { command: ClusterCmd::New { nodes, data, http_port, token, snapshot_logs, logs_to_keep } } => {
+        Cmd::Cluster {
+            command:
+                ClusterCmd::New {
+                    nodes,
+                    data,
+                    http_port,
+                    token,
+                    snapshot_logs,
+                    logs_to_keep,
+                },
+        } => {
             let tuning = config::RaftTuning {
                 snapshot_logs_since_last: snapshot_logs,
                 logs_to_keep,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use cluster::{Group, NetworkFactory, PeerClient, Peers, Shards, TlsFiles};
 use consensus::{open_log_db, open_sm_db, LogStore, Raft, StateMachineStore};
 use ledger::{Command, Currency, ShardId};
+use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
 
@@ -29,6 +30,10 @@ fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
         election_timeout_max: tuning.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: tuning.logs_to_keep,
+        // openraft gives each AppendEntries RPC one heartbeat interval; a snapshot install
+        // (decode, check, fsync) needs longer.
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 300,
         ..Default::default()
     };
     Ok(Arc::new(raft.validate()?))
@@ -40,23 +45,44 @@ fn peers(config: &Config, tls: &TlsFiles) -> anyhow::Result<Arc<Peers>> {
         .peers
         .iter()
         .filter(|peer| peer.id != config.node_id)
-        .map(|peer| (peer.id, Arc::new(PeerClient::new(peer.id, peer.raft_addr.to_string(), client_tls.clone()))))
+        .map(|peer| {
+            (
+                peer.id,
+                Arc::new(PeerClient::new(
+                    peer.id,
+                    peer.raft_addr.to_string(),
+                    client_tls.clone(),
+                )),
+            )
+        })
         .collect();
     Ok(Arc::new(Peers::new(clients)))
 }
 
-async fn open_groups(config: &Config, peers: &Arc<Peers>, currency: Currency) -> anyhow::Result<Vec<Group>> {
-    let log_db = open_log_db(&config.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
-    let sm_db = open_sm_db(&config.data_dir.join("state.redb")).context("opening the state machine")?;
+async fn open_groups(
+    config: &Config,
+    peers: &Arc<Peers>,
+    currency: Currency,
+) -> anyhow::Result<Vec<Group>> {
+    let log_db =
+        open_log_db(&config.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
+    let sm_db =
+        open_sm_db(&config.data_dir.join("state.redb")).context("opening the state machine")?;
     let raft_config = raft_config(config)?;
     let mut groups = Vec::new();
     for group in 0..GROUPS {
         let sm = StateMachineStore::open(sm_db.clone(), group, currency)?;
         let reader = sm.reader();
         let network = NetworkFactory::new(peers.clone(), group);
-        let log = LogStore::new(log_db.clone(), group);
+        let mut log = LogStore::new(log_db.clone(), group);
+        let startup_term = log.read_vote().await?.map_or(0, |vote| vote.leader_id.term);
+        let startup_last = log
+            .get_log_state()
+            .await?
+            .last_log_id
+            .map_or(0, |id| id.index);
         let raft = Raft::new(config.node_id, raft_config.clone(), network, log, sm).await?;
-        groups.push(Group { raft, reader });
+        groups.push(Group::new(raft, reader, (startup_term, startup_last)));
     }
     Ok(groups)
 }
@@ -67,24 +93,55 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pid_file = config.data_dir.join("pid");
     std::fs::write(&pid_file, std::process::id().to_string())?;
     let currency = Currency::parse(&config.currency).map_err(anyhow::Error::msg)?;
-    let tls = TlsFiles { ca_cert: config.tls.ca_cert.clone(), cert: config.tls.cert.clone(), key: config.tls.key.clone() };
+    let tls = TlsFiles {
+        ca_cert: config.tls.ca_cert.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
     let peers = peers(&config, &tls)?;
     let groups = open_groups(&config, &peers, currency).await?;
     let shards = Arc::new(Shards::new(config.node_id, config.shards, groups, peers));
 
-    let raft_listener = TcpListener::bind(config.raft_addr).await.with_context(|| format!("binding {}", config.raft_addr))?;
-    tokio::spawn(cluster::transport::serve(raft_listener, cluster::tls::server_config(&tls)?, shards.clone()));
-    let members: BTreeMap<u64, BasicNode> =
-        config.peers.iter().map(|p| (p.id, BasicNode { addr: p.raft_addr.to_string() })).collect();
+    let raft_listener = TcpListener::bind(config.raft_addr)
+        .await
+        .with_context(|| format!("binding {}", config.raft_addr))?;
+    tokio::spawn(cluster::transport::serve(
+        raft_listener,
+        cluster::tls::server_config(&tls)?,
+        shards.clone(),
+    ));
+    let members: BTreeMap<u64, BasicNode> = config
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                BasicNode {
+                    addr: p.raft_addr.to_string(),
+                },
+            )
+        })
+        .collect();
     let bootstrapper = shards.clone();
     tokio::spawn(async move { bootstrapper.bootstrap(members).await });
     tokio::spawn(expiry_timer(shards.clone()));
 
     let prometheus = telemetry::install_metrics()?;
-    let state = Arc::new(AppState { shards: shards.clone(), config: config.clone(), currency, prometheus, request_seq: AtomicU64::new(0), inflight: tokio::sync::Semaphore::new(HTTP_CONCURRENCY_MAX) });
-    let http_listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
+    let state = Arc::new(AppState {
+        shards: shards.clone(),
+        config: config.clone(),
+        currency,
+        prometheus,
+        request_seq: AtomicU64::new(0),
+        inflight: tokio::sync::Semaphore::new(HTTP_CONCURRENCY_MAX),
+    });
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(http = %config.http_addr, raft = %config.raft_addr, "node serving");
-    axum::serve(http_listener, api::router(state)).with_graceful_shutdown(stop_signal()).await?;
+    axum::serve(http_listener, api::router(state))
+        .with_graceful_shutdown(stop_signal())
+        .await?;
 
     tracing::info!("stopping: shutting down Raft");
     for group in shards.groups() {
@@ -118,11 +175,21 @@ async fn expiry_timer(shards: Arc<Shards>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now_ms = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis())
-            .unwrap_or(u64::MAX);
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
         for (index, group) in shards.groups().iter().enumerate() {
             let leading = group.raft.metrics().borrow().current_leader == Some(shards.node_id());
-            let due = group.reader.read().ledger.next_expiry_ms().is_some_and(|deadline| deadline <= now_ms);
+            let due = group
+                .reader
+                .read()
+                .ledger
+                .next_expiry_ms()
+                .is_some_and(|deadline| deadline <= now_ms);
             if leading && due {
                 let shard = ShardId(u32::try_from(index).expect("group index fits u32"));
                 if let Err(error) = shards.write(shard, Command::ExpirePending).await {

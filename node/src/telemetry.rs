@@ -17,18 +17,38 @@ pub const RAFT_LEADER: &str = "cellpay_raft_is_leader";
 pub const BUILD_INFO: &str = "cellpay_build_info";
 
 /// Every metric this node exports, for the golden test and the dashboard.
-pub const METRIC_NAMES: &[&str] =
-    &[BUILD_INFO, HTTP_REQUESTS, HTTP_DURATION, TRANSFERS, RAFT_TERM, RAFT_LAST_LOG, RAFT_APPLIED, RAFT_SNAPSHOT, RAFT_LEADER];
+#[cfg_attr(not(test), allow(dead_code))] // read by the golden test
+pub const METRIC_NAMES: &[&str] = &[
+    BUILD_INFO,
+    HTTP_REQUESTS,
+    HTTP_DURATION,
+    TRANSFERS,
+    RAFT_TERM,
+    RAFT_LAST_LOG,
+    RAFT_APPLIED,
+    RAFT_SNAPSHOT,
+    RAFT_LEADER,
+];
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 pub fn init_tracing(node_id: u64) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
-    tracing::info!(node_id, version = env!("CARGO_PKG_VERSION"), "cellpay node starting");
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    tracing::info!(
+        node_id,
+        version = env!("CARGO_PKG_VERSION"),
+        "cellpay node starting"
+    );
 }
 
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
@@ -36,7 +56,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)?
         .install_recorder()?;
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
-    metrics::describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request latency by route");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route"
+    );
     metrics::describe_counter!(TRANSFERS, "Transfers by kind and outcome");
     metrics::describe_gauge!(RAFT_TERM, "Current Raft term per shard");
     metrics::describe_gauge!(RAFT_LAST_LOG, "Last Raft log index per shard");
@@ -48,7 +72,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let labels = [("route", route.to_string()), ("method", method.to_string()), ("status", status.to_string())];
+    let labels = [
+        ("route", route.to_string()),
+        ("method", method.to_string()),
+        ("status", status.to_string()),
+    ];
     metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
     metrics::histogram!(HTTP_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
 }
@@ -65,8 +93,10 @@ pub fn refresh_raft_gauges(shards: &Shards) {
         let as_f64 = |v: Option<u64>| v.map_or(0.0, |v| v as f64);
         metrics::gauge!(RAFT_TERM, "shard" => shard.clone()).set(m.current_term as f64);
         metrics::gauge!(RAFT_LAST_LOG, "shard" => shard.clone()).set(as_f64(m.last_log_index));
-        metrics::gauge!(RAFT_APPLIED, "shard" => shard.clone()).set(as_f64(m.last_applied.map(|id| id.index)));
-        metrics::gauge!(RAFT_SNAPSHOT, "shard" => shard.clone()).set(as_f64(m.snapshot.map(|id| id.index)));
+        metrics::gauge!(RAFT_APPLIED, "shard" => shard.clone())
+            .set(as_f64(m.last_applied.map(|id| id.index)));
+        metrics::gauge!(RAFT_SNAPSHOT, "shard" => shard.clone())
+            .set(as_f64(m.snapshot.map(|id| id.index)));
         let leading = m.current_leader == Some(shards.node_id());
         metrics::gauge!(RAFT_LEADER, "shard" => shard).set(if leading { 1.0 } else { 0.0 });
     }
@@ -83,12 +113,18 @@ mod tests {
         for name in METRIC_NAMES {
             assert!(name.starts_with("cellpay_"), "{name}");
         }
-        let text: String = METRIC_NAMES.iter().map(|name| format!("{name}\n")).collect();
+        let text: String = METRIC_NAMES
+            .iter()
+            .map(|name| format!("{name}\n"))
+            .collect();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/metric_names.txt");
         if std::env::var("UPDATE_GOLDEN").is_ok() {
             std::fs::write(path, &text).expect("write golden");
         }
         let golden = std::fs::read_to_string(path).expect("golden file exists");
-        assert_eq!(text, golden, "metric names changed: review, then UPDATE_GOLDEN=1");
+        assert_eq!(
+            text, golden,
+            "metric names changed: review, then UPDATE_GOLDEN=1"
+        );
     }
 }

@@ -18,13 +18,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let bytes = match Bytes::from_request(request, state).await {
             Ok(bytes) => bytes,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(ApiError::new("payload_too_large", "the request body exceeds the limit"));
+                return Err(ApiError::new(
+                    "payload_too_large",
+                    "the request body exceeds the limit",
+                ));
             }
             Err(rejection) => return Err(ApiError::new("invalid_request", rejection.body_text())),
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new("invalid_json", format!("the body is not valid JSON: {e}")))?;
-        let parsed = serde_json::from_value(value).map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        let parsed = serde_json::from_value(value)
+            .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
         Ok(ApiJson(parsed))
     }
 }

@@ -51,8 +51,14 @@ pub fn router(state: App) -> Router {
         .route("/v1/transfers/{id}/void", post(transfers::void))
         .route("/v1/transfers/{id}/reverse", post(transfers::reverse))
         .route("/v1/cluster", get(ops::cluster))
-        .route("/v1/admin/tariff", put(ops::set_tariff).get(ops::get_tariff))
-        .route("/v1/admin/accounts/{id}/status", put(ops::set_account_status))
+        .route(
+            "/v1/admin/tariff",
+            put(ops::set_tariff).get(ops::get_tariff),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/status",
+            put(ops::set_account_status),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .merge(v1)
@@ -80,9 +86,14 @@ async fn authorize(State(app): State<App>, request: Request, next: Next) -> Resp
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let valid = presented.is_some_and(|token| constant_time_eq(token.as_bytes(), app.config.token.as_bytes()));
+    let valid = presented
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), app.config.token.as_bytes()));
     if !valid {
-        return ApiError::new("unauthorized", "a valid Authorization: Bearer token is required").into_response();
+        return ApiError::new(
+            "unauthorized",
+            "a valid Authorization: Bearer token is required",
+        )
+        .into_response();
     }
     next.run(request).await
 }
@@ -105,19 +116,43 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .map_or_else(|| format!("{}-{}", app.config.node_id, app.request_seq.fetch_add(1, Ordering::Relaxed)), String::from);
+        .map_or_else(
+            || {
+                format!(
+                    "{}-{}",
+                    app.config.node_id,
+                    app.request_seq.fetch_add(1, Ordering::Relaxed)
+                )
+            },
+            String::from,
+        );
     let span = tracing::info_span!("request", %request_id, %route, %method);
     let started = Instant::now();
     let Ok(_permit) = app.inflight.try_acquire() else {
-        let response = ApiError::new("overloaded", "too many requests in service; retry later").into_response();
-        telemetry::record_request(&route, &method, response.status().as_u16(), started.elapsed());
+        let response = ApiError::new("overloaded", "too many requests in service; retry later")
+            .into_response();
+        telemetry::record_request(
+            &route,
+            &method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         return response;
     };
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request).instrument(span)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new("unavailable", "the request timed out; the outcome of a write is unknown: retry with the same id")
+    let response =
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request).instrument(span)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                "unavailable",
+                "the request timed out; the outcome of a write is unknown: retry with the same id",
+            )
             .into_response(),
-    };
-    telemetry::record_request(&route, &method, response.status().as_u16(), started.elapsed());
+        };
+    telemetry::record_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }

@@ -16,9 +16,16 @@ use super::App;
 
 /// 200 when every Raft group on this node knows its leader (the node can serve), else 503.
 pub async fn health(State(app): State<App>) -> impl IntoResponse {
-    let serving = app.shards.groups().iter().all(|g| g.raft.metrics().borrow().current_leader.is_some());
+    let serving = app
+        .shards
+        .groups()
+        .iter()
+        .all(|g| g.raft.metrics().borrow().current_leader.is_some());
     if serving {
-        (StatusCode::OK, Json(json!({"status": "ok", "node_id": app.config.node_id})))
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "node_id": app.config.node_id})),
+        )
     } else {
         let error = ApiError::new("unavailable", "no leader known yet");
         (error.status(), Json(error.body()))
@@ -27,7 +34,10 @@ pub async fn health(State(app): State<App>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
     crate::telemetry::refresh_raft_gauges(&app.shards);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.prometheus.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.prometheus.render(),
+    )
 }
 
 /// Nodes with reachability, and every shard with its Raft state as this node sees it.
@@ -40,7 +50,11 @@ pub async fn cluster(State(app): State<App>) -> Json<Value> {
     let mut shards = Vec::new();
     for shard in 0..app.shards.shard_count() {
         let group = app.shards.group_of(ShardId(shard));
-        let Some(g) = app.shards.groups().get(usize::try_from(group).unwrap_or(usize::MAX)) else {
+        let Some(g) = app
+            .shards
+            .groups()
+            .get(usize::try_from(group).unwrap_or(usize::MAX))
+        else {
             continue;
         };
         let m = g.raft.metrics().borrow().clone();
@@ -62,15 +76,29 @@ pub async fn cluster(State(app): State<App>) -> Json<Value> {
 }
 
 /// Sets the fee bands and per-kind limits (replicated; applies to transfers after it).
-pub async fn set_tariff(State(app): State<App>, ApiJson(tariff): ApiJson<Tariff>) -> Result<Json<Value>, ApiError> {
-    tariff.validate().map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+pub async fn set_tariff(
+    State(app): State<App>,
+    ApiJson(tariff): ApiJson<Tariff>,
+) -> Result<Json<Value>, ApiError> {
+    tariff
+        .validate()
+        .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
     // The tariff is the same on every group: write it to each.
     let groups = u32::try_from(app.shards.groups().len()).expect("group count fits u32");
     for group in 0..groups {
-        match app.shards.write(ShardId(group), Command::SetTariff(tariff.clone())).await? {
+        match app
+            .shards
+            .write(ShardId(group), Command::SetTariff(tariff.clone()))
+            .await?
+        {
             Outcome::Status(Ok(())) => {}
             Outcome::Status(Err(code)) => return Err(ApiError::from_code(code)),
-            other => return Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+            other => {
+                return Err(ApiError::new(
+                    "internal",
+                    format!("unexpected outcome {other:?}"),
+                ))
+            }
         }
     }
     Ok(Json(json!(tariff)))
@@ -95,9 +123,22 @@ pub async fn set_account_status(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_account_id(&id)?;
     let shard = app.shards.shard_of(&id);
-    match app.shards.write(shard, Command::SetAccountStatus { id: id.clone(), status: body.status }).await? {
+    match app
+        .shards
+        .write(
+            shard,
+            Command::SetAccountStatus {
+                id: id.clone(),
+                status: body.status,
+            },
+        )
+        .await?
+    {
         Outcome::Status(Ok(())) => Ok(Json(json!({"id": id, "status": body.status}))),
         Outcome::Status(Err(code)) => Err(ApiError::from_code(code)),
-        other => Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::new(
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
     }
 }

@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ledger::limits::{AMOUNT_MAX, TEXT_BYTES_MAX, TIMEOUT_S_DEFAULT, TIMEOUT_S_MAX, TIMEOUT_S_MIN};
-use ledger::{Answer, Command, Currency, Outcome, Query, ReversalRequest, ShardId, TransferId, TransferKind};
+use ledger::{
+    Answer, Command, Currency, Outcome, Query, ReversalRequest, ShardId, TransferId, TransferKind,
+};
 use ledger::{TransferOutcome, TransferRequest, TransferView};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,7 +62,10 @@ fn parse_kind(text: &str) -> Result<TransferKind, ApiError> {
 fn parse_amount(value: &Value) -> Result<u64, ApiError> {
     match value.as_u64() {
         Some(amount) if amount > 0 && amount <= AMOUNT_MAX => Ok(amount),
-        _ => Err(ApiError::new("invalid_amount", format!("amount must be an integer from 1 to {AMOUNT_MAX} (minor units)"))),
+        _ => Err(ApiError::new(
+            "invalid_amount",
+            format!("amount must be an integer from 1 to {AMOUNT_MAX} (minor units)"),
+        )),
     }
 }
 
@@ -74,25 +79,42 @@ fn validate(body: TransferBody, default_currency: Currency) -> Result<TransferRe
     let currency = parse_currency(body.currency.as_deref(), default_currency)?;
     let memo = body.memo.unwrap_or_default();
     if memo.len() > TEXT_BYTES_MAX {
-        return Err(ApiError::new("invalid_request", format!("memo is longer than {TEXT_BYTES_MAX} bytes")));
+        return Err(ApiError::new(
+            "invalid_request",
+            format!("memo is longer than {TEXT_BYTES_MAX} bytes"),
+        ));
     }
     let timeout_s = body.timeout_s.unwrap_or(TIMEOUT_S_DEFAULT);
     if !(TIMEOUT_S_MIN..=TIMEOUT_S_MAX).contains(&timeout_s) {
-        return Err(ApiError::new("invalid_request", format!("timeout_s must be {TIMEOUT_S_MIN}..={TIMEOUT_S_MAX}")));
+        return Err(ApiError::new(
+            "invalid_request",
+            format!("timeout_s must be {TIMEOUT_S_MIN}..={TIMEOUT_S_MAX}"),
+        ));
     }
     if from == to {
         return Err(ApiError::from_code(ledger::Code::SameAccount));
     }
-    Ok(TransferRequest { id, kind, from, to, amount, currency, memo, pending: body.pending.unwrap_or(false), timeout_s })
+    Ok(TransferRequest {
+        id,
+        kind,
+        from,
+        to,
+        amount,
+        currency,
+        memo,
+        pending: body.pending.unwrap_or(false),
+        timeout_s,
+    })
 }
 
 /// The status and body a transfer outcome answers.
 fn answer(outcome: &TransferOutcome) -> (StatusCode, Value) {
     match outcome {
         TransferOutcome::Accepted(accepted) => (StatusCode::CREATED, json!(accepted)),
-        TransferOutcome::Rejected { id, code } => {
-            (StatusCode::UNPROCESSABLE_ENTITY, json!({"id": id, "status": "rejected", "code": code}))
-        }
+        TransferOutcome::Rejected { id, code } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"id": id, "status": "rejected", "code": code}),
+        ),
         TransferOutcome::Refused { code, .. } => {
             let error = ApiError::from_code(*code);
             (error.status(), error.body())
@@ -103,11 +125,16 @@ fn answer(outcome: &TransferOutcome) -> (StatusCode, Value) {
 fn outcome_label(outcome: &TransferOutcome) -> &'static str {
     match outcome {
         TransferOutcome::Accepted(a) => a.status.as_str(),
-        TransferOutcome::Rejected { code, .. } | TransferOutcome::Refused { code, .. } => code.as_str(),
+        TransferOutcome::Rejected { code, .. } | TransferOutcome::Refused { code, .. } => {
+            code.as_str()
+        }
     }
 }
 
-pub async fn create(State(app): State<App>, ApiJson(body): ApiJson<TransferBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(
+    State(app): State<App>,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request = validate(body, app.currency)?;
     let kind = request.kind;
     let shard = app.shards.shard_of(&request.from);
@@ -117,15 +144,24 @@ pub async fn create(State(app): State<App>, ApiJson(body): ApiJson<TransferBody>
             let (status, body) = answer(&outcome);
             Ok((status, Json(body)))
         }
-        other => Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::new(
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
     }
 }
 
 /// Up to 8190 transfers; each item gets exactly the answer its single call would have got.
 /// Valid items go to the ledger as one command per Raft group (one log entry, one fsync).
-pub async fn batch(State(app): State<App>, ApiJson(body): ApiJson<BatchBody>) -> Result<Json<Value>, ApiError> {
+pub async fn batch(
+    State(app): State<App>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<Json<Value>, ApiError> {
     if body.transfers.len() > BATCH_MAX {
-        return Err(ApiError::new("batch_too_large", format!("a batch holds at most {BATCH_MAX} transfers")));
+        return Err(ApiError::new(
+            "batch_too_large",
+            format!("a batch holds at most {BATCH_MAX} transfers"),
+        ));
     }
     let mut results: Vec<Value> = vec![Value::Null; body.transfers.len()];
     let mut by_group: BTreeMap<u32, (ShardId, Vec<(usize, TransferRequest)>)> = BTreeMap::new();
@@ -137,7 +173,11 @@ pub async fn batch(State(app): State<App>, ApiJson(body): ApiJson<BatchBody>) ->
             Ok(request) => {
                 let shard = app.shards.shard_of(&request.from);
                 let group = app.shards.group_of(shard);
-                by_group.entry(group).or_insert_with(|| (shard, Vec::new())).1.push((index, request));
+                by_group
+                    .entry(group)
+                    .or_insert_with(|| (shard, Vec::new()))
+                    .1
+                    .push((index, request));
             }
             Err(error) => results[index] = error.body(),
         }
@@ -154,7 +194,12 @@ pub async fn batch(State(app): State<App>, ApiJson(body): ApiJson<BatchBody>) ->
     for (indexes, kinds, outcome) in futures::future::join_all(writes).await {
         let outcomes = match outcome? {
             Outcome::Batch(outcomes) if outcomes.len() == indexes.len() => outcomes,
-            other => return Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+            other => {
+                return Err(ApiError::new(
+                    "internal",
+                    format!("unexpected outcome {other:?}"),
+                ))
+            }
         };
         for ((index, kind), outcome) in indexes.into_iter().zip(kinds).zip(outcomes) {
             telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
@@ -169,7 +214,9 @@ async fn locate(app: &App, id: &TransferId) -> Result<(ShardId, TransferView), A
     let groups = u32::try_from(app.shards.groups().len()).expect("group count fits u32");
     for group in 0..groups {
         let shard = ShardId(group);
-        if let Answer::Transfer(Some(view)) = app.shards.read(shard, Query::Transfer(id.clone())).await? {
+        if let Answer::Transfer(Some(view)) =
+            app.shards.read(shard, Query::Transfer(id.clone())).await?
+        {
             return Ok((app.shards.shard_of(&view.from), view));
         }
     }
@@ -185,11 +232,18 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<
 async fn finish(app: &App, id: &str, post: bool) -> Result<Json<Value>, ApiError> {
     let id = parse_transfer_id(id)?;
     let (shard, _) = locate(app, &id).await?;
-    let command = if post { Command::Post(id) } else { Command::Void(id) };
+    let command = if post {
+        Command::Post(id)
+    } else {
+        Command::Void(id)
+    };
     match app.shards.write(shard, command).await? {
         Outcome::Record(Ok(view)) => Ok(Json(json!(view))),
         Outcome::Record(Err(code)) => Err(ApiError::from_code(code)),
-        other => Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::new(
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
     }
 }
 
@@ -211,16 +265,26 @@ pub async fn reverse(
     let id = parse_transfer_id(&body.id)?;
     let reason = body.reason.unwrap_or_default();
     if reason.len() > TEXT_BYTES_MAX {
-        return Err(ApiError::new("invalid_request", format!("reason is longer than {TEXT_BYTES_MAX} bytes")));
+        return Err(ApiError::new(
+            "invalid_request",
+            format!("reason is longer than {TEXT_BYTES_MAX} bytes"),
+        ));
     }
     let (shard, _) = locate(&app, &original).await?;
-    let request = ReversalRequest { id, original, reason };
+    let request = ReversalRequest {
+        id,
+        original,
+        reason,
+    };
     match app.shards.write(shard, Command::Reverse(request)).await? {
         Outcome::Transfer(outcome) => {
             telemetry::record_transfer("reversal", outcome_label(&outcome));
             let (status, body) = answer(&outcome);
             Ok((status, Json(body)))
         }
-        other => Err(ApiError::new("internal", format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::new(
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
     }
 }

@@ -41,7 +41,10 @@ struct Slots {
     freed: Condvar,
 }
 
-static SLOTS: Slots = Slots { used: Mutex::new(0), freed: Condvar::new() };
+static SLOTS: Slots = Slots {
+    used: Mutex::new(0),
+    freed: Condvar::new(),
+};
 
 /// Holds one of the cluster slots until dropped.
 pub struct SlotGuard(());
@@ -86,7 +89,8 @@ pub fn pick_base_port(nodes: u16) -> u16 {
         if taken.iter().any(|&other| base.abs_diff(other) < 16) {
             continue;
         }
-        let all_free = (0..nodes).all(|i| port_free(base + i) && port_free(base + RAFT_PORT_OFFSET + i));
+        let all_free =
+            (0..nodes).all(|i| port_free(base + i) && port_free(base + RAFT_PORT_OFFSET + i));
         if all_free {
             taken.push(base);
             return base;
@@ -114,7 +118,9 @@ pub fn error_code(body: &Value) -> &str {
 }
 
 pub fn as_i64(value: &Value, what: &str) -> i64 {
-    value.as_i64().unwrap_or_else(|| panic!("{what}: expected an integer, got {value}"))
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("{what}: expected an integer, got {value}"))
 }
 
 pub fn last_lines(path: &Path, lines: usize) -> String {
@@ -160,7 +166,27 @@ impl Api {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("http client");
-        Api { client, ports, token: token.to_string() }
+        Api {
+            client,
+            ports,
+            token: token.to_string(),
+        }
+    }
+
+    /// The same API through a client that never reuses a connection (one request each).
+    pub fn without_pooling(&self) -> Api {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(20))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("http client");
+        Api {
+            client,
+            ports: self.ports.clone(),
+            token: self.token.clone(),
+        }
     }
 
     pub fn nodes(&self) -> u64 {
@@ -168,7 +194,10 @@ impl Api {
     }
 
     pub fn url(&self, node: u64, path: &str) -> String {
-        let index = usize::try_from(node).expect("node id").checked_sub(1).expect("node ids start at 1");
+        let index = usize::try_from(node)
+            .expect("node id")
+            .checked_sub(1)
+            .expect("node ids start at 1");
         format!("http://127.0.0.1:{}{}", self.ports[index], path)
     }
 
@@ -184,20 +213,31 @@ impl Api {
     ) -> Result<(u16, Value), String> {
         let mut request = self.client.request(method.clone(), self.url(node, path));
         match auth {
-            Auth::Token => request = request.header("authorization", format!("Bearer {}", self.token)),
+            Auth::Token => {
+                request = request.header("authorization", format!("Bearer {}", self.token))
+            }
             Auth::Missing => {}
             Auth::Header(value) => request = request.header("authorization", value.clone()),
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let response = request.send().await.map_err(|e| format!("{method} {path} on node {node}: {e:?}"))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{method} {path} on node {node}: {e:?}"))?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| format!("{method} {path} on node {node}: body: {e:?}"))?;
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("{method} {path} on node {node}: body: {e:?}"))?;
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((status, value))
     }
 
@@ -209,50 +249,92 @@ impl Api {
         body: Option<Vec<u8>>,
         auth: &Auth,
     ) -> (u16, Value) {
-        self.try_request(method, node, path, body, auth, None).await.unwrap_or_else(|e| panic!("transport error: {e}"))
+        self.try_request(method, node, path, body, auth, None)
+            .await
+            .unwrap_or_else(|e| panic!("transport error: {e}"))
     }
 
-    pub async fn try_get(&self, node: u64, path: &str, timeout: Duration) -> Result<(u16, Value), String> {
-        self.try_request(reqwest::Method::GET, node, path, None, &Auth::Token, Some(timeout)).await
+    pub async fn try_get(
+        &self,
+        node: u64,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, Value), String> {
+        self.try_request(
+            reqwest::Method::GET,
+            node,
+            path,
+            None,
+            &Auth::Token,
+            Some(timeout),
+        )
+        .await
     }
 
-    pub async fn try_post(&self, node: u64, path: &str, body: &Value, timeout: Duration) -> Result<(u16, Value), String> {
+    pub async fn try_post(
+        &self,
+        node: u64,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<(u16, Value), String> {
         let bytes = serde_json::to_vec(body).expect("json");
-        self.try_request(reqwest::Method::POST, node, path, Some(bytes), &Auth::Token, Some(timeout)).await
+        self.try_request(
+            reqwest::Method::POST,
+            node,
+            path,
+            Some(bytes),
+            &Auth::Token,
+            Some(timeout),
+        )
+        .await
     }
 
     pub async fn get(&self, node: u64, path: &str) -> (u16, Value) {
-        self.request(reqwest::Method::GET, node, path, None, &Auth::Token).await
+        self.request(reqwest::Method::GET, node, path, None, &Auth::Token)
+            .await
     }
 
     pub async fn post(&self, node: u64, path: &str, body: &Value) -> (u16, Value) {
         let bytes = serde_json::to_vec(body).expect("json");
-        self.request(reqwest::Method::POST, node, path, Some(bytes), &Auth::Token).await
+        self.request(reqwest::Method::POST, node, path, Some(bytes), &Auth::Token)
+            .await
     }
 
     pub async fn post_raw(&self, node: u64, path: &str, bytes: Vec<u8>) -> (u16, Value) {
-        self.request(reqwest::Method::POST, node, path, Some(bytes), &Auth::Token).await
+        self.request(reqwest::Method::POST, node, path, Some(bytes), &Auth::Token)
+            .await
     }
 
     // --- accounts ------------------------------------------------------------------------
 
     pub async fn create_account(&self, node: u64, id: &str, kind: &str) -> Value {
-        let body = json!({"id": id, "kind": kind, "name": format!("{kind} {id}"), "currency": "KES"});
+        let body =
+            json!({"id": id, "kind": kind, "name": format!("{kind} {id}"), "currency": "KES"});
         let (status, answer) = self.post(node, "/v1/accounts", &body).await;
-        assert_eq!(status, 201, "POST /v1/accounts {body} on node {node}: {answer}");
+        assert_eq!(
+            status, 201,
+            "POST /v1/accounts {body} on node {node}: {answer}"
+        );
         answer
     }
 
     /// GET /v1/accounts/{id}; the `+` travels literally.
     pub async fn account(&self, node: u64, id: &str) -> Value {
         let (status, answer) = self.get(node, &format!("/v1/accounts/{id}")).await;
-        assert_eq!(status, 200, "GET /v1/accounts/{id} on node {node}: {answer}");
+        assert_eq!(
+            status, 200,
+            "GET /v1/accounts/{id} on node {node}: {answer}"
+        );
         answer
     }
 
     pub async fn balance(&self, node: u64, id: &str) -> i64 {
         let account = self.account(node, id).await;
-        as_i64(&account["balance"], &format!("balance of {id} on node {node}"))
+        as_i64(
+            &account["balance"],
+            &format!("balance of {id} on node {node}"),
+        )
     }
 
     /// Every account (system ones included), paging through GET /v1/accounts.
@@ -266,16 +348,28 @@ impl Api {
             };
             let (status, answer) = self.get(node, &path).await;
             assert_eq!(status, 200, "GET {path} on node {node}: {answer}");
-            let accounts = answer["accounts"].as_array().unwrap_or_else(|| panic!("GET {path}: no accounts array: {answer}"));
-            assert!(accounts.len() <= page, "GET {path}: {} accounts on a page of {page}", accounts.len());
+            let accounts = answer["accounts"]
+                .as_array()
+                .unwrap_or_else(|| panic!("GET {path}: no accounts array: {answer}"));
+            assert!(
+                accounts.len() <= page,
+                "GET {path}: {} accounts on a page of {page}",
+                accounts.len()
+            );
             all.extend(accounts.iter().cloned());
             match answer["next"].as_str() {
                 Some(next) => {
-                    assert!(!accounts.is_empty(), "GET {path}: empty page with next={next}");
+                    assert!(
+                        !accounts.is_empty(),
+                        "GET {path}: empty page with next={next}"
+                    );
                     after = Some(next.to_string());
                 }
                 None => {
-                    assert!(answer["next"].is_null(), "GET {path}: next is neither an id nor null: {answer}");
+                    assert!(
+                        answer["next"].is_null(),
+                        "GET {path}: next is neither an id nor null: {answer}"
+                    );
                     return all;
                 }
             }
@@ -293,14 +387,20 @@ impl Api {
         for account in self.accounts(node).await {
             let id = account["id"].as_str().expect("account id").to_string();
             let balance = as_i64(&account["balance"], &format!("balance of {id}"));
-            assert!(map.insert(id.clone(), balance).is_none(), "account {id} listed twice on node {node}");
+            assert!(
+                map.insert(id.clone(), balance).is_none(),
+                "account {id} listed twice on node {node}"
+            );
         }
         map
     }
 
     pub async fn summary(&self, node: u64) -> Value {
         let (status, answer) = self.get(node, "/v1/ledger/summary").await;
-        assert_eq!(status, 200, "GET /v1/ledger/summary on node {node}: {answer}");
+        assert_eq!(
+            status, 200,
+            "GET /v1/ledger/summary on node {node}: {answer}"
+        );
         answer
     }
 
@@ -310,10 +410,16 @@ impl Api {
         let accounts = self.accounts(node).await;
         let mut sum: i64 = 0;
         for account in &accounts {
-            sum = sum.checked_add(as_i64(&account["balance"], "balance")).expect("sum overflows i64");
+            sum = sum
+                .checked_add(as_i64(&account["balance"], "balance"))
+                .expect("sum overflows i64");
         }
         let summary = self.summary(node).await;
-        assert_eq!(summary["balance_sum"], json!(0), "node {node}: summary balance_sum is not 0: {summary}");
+        assert_eq!(
+            summary["balance_sum"],
+            json!(0),
+            "node {node}: summary balance_sum is not 0: {summary}"
+        );
         assert_eq!(
             summary["accounts"].as_u64(),
             Some(accounts.len() as u64),
@@ -325,16 +431,27 @@ impl Api {
     /// Invariants 1 and 2 as seen by `node`: balances sum to 0 and no account but `float` is
     /// below zero (balance or available). Returns the balances.
     pub async fn assert_invariants(&self, node: u64) -> BTreeMap<String, i64> {
-        assert_eq!(self.sum_of_balances(node).await, 0, "node {node}: balances do not sum to 0");
+        assert_eq!(
+            self.sum_of_balances(node).await,
+            0,
+            "node {node}: balances do not sum to 0"
+        );
         let mut balances = BTreeMap::new();
         for account in self.accounts(node).await {
             let id = account["id"].as_str().expect("id").to_string();
             let balance = as_i64(&account["balance"], "balance");
             let available = as_i64(&account["available"], "available");
             let pending_out = as_i64(&account["pending_out"], "pending_out");
-            assert_eq!(available, balance - pending_out, "node {node}: available != balance - pending_out: {account}");
+            assert_eq!(
+                available,
+                balance - pending_out,
+                "node {node}: available != balance - pending_out: {account}"
+            );
             if id != "float" {
-                assert!(balance >= 0 && available >= 0, "node {node}: account below zero: {account}");
+                assert!(
+                    balance >= 0 && available >= 0,
+                    "node {node}: account below zero: {account}"
+                );
             }
             balances.insert(id, balance);
         }
@@ -350,8 +467,14 @@ impl Api {
     /// A transfer that must complete: asserts 201 completed and returns the answer.
     pub async fn transfer_ok(&self, node: u64, body: &Value) -> Value {
         let (status, answer) = self.transfer(node, body).await;
-        assert_eq!(status, 201, "POST /v1/transfers {body} on node {node}: {answer}");
-        assert_eq!(answer["status"], "completed", "POST /v1/transfers {body} on node {node}: {answer}");
+        assert_eq!(
+            status, 201,
+            "POST /v1/transfers {body} on node {node}: {answer}"
+        );
+        assert_eq!(
+            answer["status"], "completed",
+            "POST /v1/transfers {body} on node {node}: {answer}"
+        );
         answer
     }
 
@@ -361,13 +484,17 @@ impl Api {
 
     /// Issues `amount` of e-money to `to`.
     pub async fn issue(&self, node: u64, id: &str, to: &str, amount: u64) -> Value {
-        self.transfer_ok(node, &transfer_body(id, "issue", "float", to, amount)).await
+        self.transfer_ok(node, &transfer_body(id, "issue", "float", to, amount))
+            .await
     }
 
     // --- cluster state -------------------------------------------------------------------
 
     pub async fn cluster_info(&self, node: u64) -> Result<Value, String> {
-        match self.try_get(node, "/v1/cluster", Duration::from_secs(3)).await? {
+        match self
+            .try_get(node, "/v1/cluster", Duration::from_secs(3))
+            .await?
+        {
             (200, value) => Ok(value),
             (status, value) => Err(format!("GET /v1/cluster on node {node}: {status} {value}")),
         }
@@ -375,9 +502,15 @@ impl Api {
 
     /// A numeric field of shard 0 as `node` sees it (`null` → None).
     pub async fn shard_field(&self, node: u64, field: &str) -> Option<u64> {
-        let info = self.cluster_info(node).await.unwrap_or_else(|e| panic!("{e}"));
+        let info = self
+            .cluster_info(node)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let value = &info["shards"][0][field];
-        assert!(value.is_u64() || value.is_null(), "node {node}: shard field {field} is {value} in {info}");
+        assert!(
+            value.is_u64() || value.is_null(),
+            "node {node}: shard field {field} is {value} in {info}"
+        );
         value.as_u64()
     }
 }
@@ -394,7 +527,11 @@ pub struct Options {
 
 impl Options {
     pub fn nodes(nodes: u64) -> Options {
-        Options { nodes, snapshot_logs: None, logs_to_keep: None }
+        Options {
+            nodes,
+            snapshot_logs: None,
+            logs_to_keep: None,
+        }
     }
 }
 
@@ -428,7 +565,10 @@ impl TestCluster {
     /// Writes the cluster's configuration; starts nothing.
     pub fn create(options: Options) -> TestCluster {
         let slot = acquire_slot();
-        let tempdir = tempfile::Builder::new().prefix("cellpay-test-").tempdir().expect("tempdir");
+        let tempdir = tempfile::Builder::new()
+            .prefix("cellpay-test-")
+            .tempdir()
+            .expect("tempdir");
         let dir = tempdir.path().to_path_buf();
         let n = u16::try_from(options.nodes).expect("node count");
         let base_port = pick_base_port(n);
@@ -453,7 +593,11 @@ impl TestCluster {
         );
         for node in 1..=options.nodes {
             let config = dir.join(format!("node-{node}")).join("config.toml");
-            assert!(config.exists(), "cluster new did not write {}", config.display());
+            assert!(
+                config.exists(),
+                "cluster new did not write {}",
+                config.display()
+            );
         }
         let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin.token");
         assert_eq!(token.trim(), TOKEN, "admin.token holds another token");
@@ -474,7 +618,10 @@ impl TestCluster {
     }
 
     fn index(node: u64) -> usize {
-        usize::try_from(node).expect("node").checked_sub(1).expect("node ids start at 1")
+        usize::try_from(node)
+            .expect("node")
+            .checked_sub(1)
+            .expect("node ids start at 1")
     }
 
     pub fn node_dir(&self, node: u64) -> PathBuf {
@@ -490,7 +637,11 @@ impl TestCluster {
         let mut children = self.children();
         let slot = &mut children[Self::index(node)];
         assert!(slot.is_none(), "node {node} is already running");
-        let log = OpenOptions::new().create(true).append(true).open(self.log_path(node)).expect("open node.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node))
+            .expect("open node.log");
         let log2 = log.try_clone().expect("clone log handle");
         let child = Command::new(BIN)
             .arg("node")
@@ -507,7 +658,9 @@ impl TestCluster {
     /// SIGKILL (`kill -9`) node k and reap it.
     pub fn kill_node(&self, node: u64) {
         let mut children = self.children();
-        let mut child = children[Self::index(node)].take().unwrap_or_else(|| panic!("node {node} is not running"));
+        let mut child = children[Self::index(node)]
+            .take()
+            .unwrap_or_else(|| panic!("node {node} is not running"));
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -517,7 +670,10 @@ impl TestCluster {
     pub async fn pid_of(&self, node: u64) -> u32 {
         let expected = {
             let children = self.children();
-            children[Self::index(node)].as_ref().unwrap_or_else(|| panic!("node {node} is not running")).id()
+            children[Self::index(node)]
+                .as_ref()
+                .unwrap_or_else(|| panic!("node {node} is not running"))
+                .id()
         };
         let path = self.node_dir(node).join("pid");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -541,7 +697,10 @@ impl TestCluster {
     /// Sends SIGTERM (with the `kill` command, to the pid in the pid file) without waiting.
     pub async fn sigterm_node(&self, node: u64) {
         let pid = self.pid_of(node).await;
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -TERM {pid} failed");
     }
 
@@ -553,12 +712,17 @@ impl TestCluster {
             {
                 let mut children = self.children();
                 let slot = &mut children[Self::index(node)];
-                let child = slot.as_mut().unwrap_or_else(|| panic!("node {node} is not running"));
+                let child = slot
+                    .as_mut()
+                    .unwrap_or_else(|| panic!("node {node} is not running"));
                 match child.try_wait().expect("try_wait") {
                     Some(status) => {
                         *slot = None;
                         drop(children);
-                        assert!(status.success(), "node {node} exited with {status} after SIGTERM");
+                        assert!(
+                            status.success(),
+                            "node {node} exited with {status} after SIGTERM"
+                        );
                         return;
                     }
                     None if Instant::now() > deadline => {
@@ -620,14 +784,16 @@ impl TestCluster {
     /// 0's leader.
     pub async fn wait_for_leader(&self) -> u64 {
         let deadline = Instant::now() + LEADER_WAIT;
-        let mut last = String::from("nothing yet");
         loop {
             let live = self.live_nodes();
-            match self.agreed_leader(&live).await {
+            let why = match self.agreed_leader(&live).await {
                 Ok(leader) => return leader,
-                Err(why) => last = why,
-            }
-            assert!(Instant::now() < deadline, "no agreed leader within {LEADER_WAIT:?} (live nodes {live:?}): {last}");
+                Err(why) => why,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {LEADER_WAIT:?} (live nodes {live:?}): {why}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -636,14 +802,23 @@ impl TestCluster {
         let mut views: Vec<Vec<Option<u64>>> = Vec::new();
         for &node in live {
             let info = self.api.cluster_info(node).await?;
-            let shards = info["shards"].as_array().ok_or_else(|| format!("node {node}: no shards in {info}"))?;
+            let shards = info["shards"]
+                .as_array()
+                .ok_or_else(|| format!("node {node}: no shards in {info}"))?;
             if shards.is_empty() {
                 return Err(format!("node {node}: empty shards in {info}"));
             }
             views.push(shards.iter().map(|s| s["leader"].as_u64()).collect());
             let health = self
                 .api
-                .try_request(reqwest::Method::GET, node, "/health", None, &Auth::Missing, Some(Duration::from_secs(3)))
+                .try_request(
+                    reqwest::Method::GET,
+                    node,
+                    "/health",
+                    None,
+                    &Auth::Missing,
+                    Some(Duration::from_secs(3)),
+                )
                 .await?;
             if health.0 != 200 {
                 return Err(format!("node {node}: /health {} {}", health.0, health.1));
@@ -656,7 +831,11 @@ impl TestCluster {
         for leader in &first {
             match leader {
                 Some(id) if live.contains(id) => {}
-                other => return Err(format!("a shard's leader is {other:?}, live nodes {live:?}")),
+                other => {
+                    return Err(format!(
+                        "a shard's leader is {other:?}, live nodes {live:?}"
+                    ))
+                }
             }
         }
         Ok(first[0].expect("checked"))
@@ -670,7 +849,10 @@ impl TestCluster {
     /// Prints the tail of every node's log.
     pub fn dump_logs(&self, lines: usize) {
         for node in 1..=self.api.nodes() {
-            eprintln!("===== node {node} log tail ({}) =====", self.log_path(node).display());
+            eprintln!(
+                "===== node {node} log tail ({}) =====",
+                self.log_path(node).display()
+            );
             eprintln!("{}", last_lines(&self.log_path(node), lines));
         }
     }
