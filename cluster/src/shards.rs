@@ -26,16 +26,28 @@ pub struct Group {
     /// behind entries it had acknowledged before the crash; reads wait until applied reaches
     /// the startup log end (see `read_local`).
     pub startup: (u64, u64),
+    /// The committed index as the log store last saw it.
+    pub committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Group {
     /// `startup` is (vote term, last log index) read from storage before the Raft started.
-    pub fn new(raft: Raft, reader: StateReader, startup: (u64, u64)) -> Group {
+    pub fn new(
+        raft: Raft,
+        reader: StateReader,
+        startup: (u64, u64),
+        committed: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Group {
         Group {
             raft,
             reader,
             startup,
+            committed,
         }
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 }
 

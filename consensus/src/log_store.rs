@@ -8,6 +8,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -35,6 +36,8 @@ pub fn open_log_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
 pub struct LogStore {
     db: Arc<Database>,
     group: u32,
+    /// The last committed index openraft reported, for metrics (`cellpay_raft_commit_index`).
+    committed: Arc<AtomicU64>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -55,7 +58,16 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
 
 impl LogStore {
     pub fn new(db: Arc<Database>, group: u32) -> LogStore {
-        LogStore { db, group }
+        LogStore {
+            db,
+            group,
+            committed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A live view of the committed index, shared with telemetry.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -202,6 +214,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Not fsync'd on its own: losing it only means re-applying from the last snapshot.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(id) = committed {
+            self.committed.fetch_max(id.index, Ordering::Relaxed);
+        }
         self.write_meta(KEY_COMMITTED, &committed, false).await
     }
 

@@ -184,12 +184,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 state.membership.clone(),
             )
         };
-        // Serialise outside the lock so apply is not held up.
-        let body = SnapshotBody {
-            version: LEDGER_FORMAT_VERSION,
-            ledger,
+        // Serialise outside the lock, on the blocking pool: a large ledger takes a while and
+        // neither apply nor the async runtime may wait for it.
+        let encode = move || {
+            let body = SnapshotBody {
+                version: LEDGER_FORMAT_VERSION,
+                ledger,
+            };
+            postcard::to_allocvec(&body).map_err(snap_write_err)
         };
-        let data = postcard::to_allocvec(&body).map_err(snap_write_err)?;
+        let data = tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(snap_write_err)??;
         let seq = self
             .snapshot_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

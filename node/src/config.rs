@@ -48,7 +48,7 @@ impl Default for RaftTuning {
             heartbeat_ms: 200,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
-            snapshot_logs_since_last: 5000,
+            snapshot_logs_since_last: 20_000,
             logs_to_keep: 1000,
         }
     }

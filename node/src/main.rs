@@ -65,7 +65,7 @@ enum ClusterCmd {
         #[arg(long)]
         token: Option<String>,
         /// Snapshot after this many entries (small values make tests exercise snapshots).
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 20_000)]
         snapshot_logs: u64,
         /// Log entries kept behind a snapshot.
         #[arg(long, default_value_t = 1000)]

@@ -81,8 +81,14 @@ async fn open_groups(
             .await?
             .last_log_id
             .map_or(0, |id| id.index);
+        let committed = log.committed_index();
         let raft = Raft::new(config.node_id, raft_config.clone(), network, log, sm).await?;
-        groups.push(Group::new(raft, reader, (startup_term, startup_last)));
+        groups.push(Group::new(
+            raft,
+            reader,
+            (startup_term, startup_last),
+            committed,
+        ));
     }
     Ok(groups)
 }

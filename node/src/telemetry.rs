@@ -12,6 +12,7 @@ pub const TRANSFERS: &str = "cellpay_transfers_total";
 pub const RAFT_TERM: &str = "cellpay_raft_term";
 pub const RAFT_LAST_LOG: &str = "cellpay_raft_last_log_index";
 pub const RAFT_APPLIED: &str = "cellpay_raft_applied_index";
+pub const RAFT_COMMIT: &str = "cellpay_raft_commit_index";
 pub const RAFT_SNAPSHOT: &str = "cellpay_raft_snapshot_index";
 pub const RAFT_LEADER: &str = "cellpay_raft_is_leader";
 pub const BUILD_INFO: &str = "cellpay_build_info";
@@ -25,6 +26,7 @@ pub const METRIC_NAMES: &[&str] = &[
     TRANSFERS,
     RAFT_TERM,
     RAFT_LAST_LOG,
+    RAFT_COMMIT,
     RAFT_APPLIED,
     RAFT_SNAPSHOT,
     RAFT_LEADER,
@@ -64,6 +66,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!(TRANSFERS, "Transfers by kind and outcome");
     metrics::describe_gauge!(RAFT_TERM, "Current Raft term per shard");
     metrics::describe_gauge!(RAFT_LAST_LOG, "Last Raft log index per shard");
+    metrics::describe_gauge!(RAFT_COMMIT, "Last committed Raft log index per shard");
     metrics::describe_gauge!(RAFT_APPLIED, "Last applied Raft log index per shard");
     metrics::describe_gauge!(RAFT_SNAPSHOT, "Last snapshot's log index per shard");
     metrics::describe_gauge!(RAFT_LEADER, "1 when this node leads the shard's group");
@@ -93,6 +96,7 @@ pub fn refresh_raft_gauges(shards: &Shards) {
         let as_f64 = |v: Option<u64>| v.map_or(0.0, |v| v as f64);
         metrics::gauge!(RAFT_TERM, "shard" => shard.clone()).set(m.current_term as f64);
         metrics::gauge!(RAFT_LAST_LOG, "shard" => shard.clone()).set(as_f64(m.last_log_index));
+        metrics::gauge!(RAFT_COMMIT, "shard" => shard.clone()).set(group.commit_index() as f64);
         metrics::gauge!(RAFT_APPLIED, "shard" => shard.clone())
             .set(as_f64(m.last_applied.map(|id| id.index)));
         metrics::gauge!(RAFT_SNAPSHOT, "shard" => shard.clone())

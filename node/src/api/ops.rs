@@ -65,6 +65,7 @@ pub async fn cluster(State(app): State<App>) -> Json<Value> {
             "leader": m.current_leader,
             "term": m.current_term,
             "members": members,
+            "commit_index": g.commit_index(),
             "applied_index": m.last_applied.map(|id| id.index),
             "last_log_index": m.last_log_index,
             "snapshot_index": m.snapshot.map(|id| id.index),
