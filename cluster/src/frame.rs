@@ -43,16 +43,16 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream.
+/// Reads one frame; `Ok(None)` at a clean end of stream (before any byte of a frame).
 pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     reader: &mut R,
 ) -> Result<Option<T>, FrameError> {
     let mut prefix = [0u8; 4];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // Only an end of stream before the first byte is a clean close; inside a prefix it is not.
+    if reader.read(&mut prefix[..1]).await? == 0 {
+        return Ok(None);
     }
+    reader.read_exact(&mut prefix[1..]).await?;
     let length = usize::try_from(u32::from_be_bytes(prefix)).expect("u32 fits usize");
     if length > FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge(length));

@@ -7,6 +7,7 @@
 //!
 //! Depends on `consensus` and `ledger`. Must never depend on HTTP, actors or the node binary.
 
+pub mod batcher;
 pub mod frame;
 pub mod limits;
 pub mod network;

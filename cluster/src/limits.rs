@@ -7,6 +7,10 @@ pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Transfers carried by one AppendEntries RPC (about 70 bytes each on the wire); a larger
 /// backlog goes out in several RPCs.
 pub const APPEND_WEIGHT_MAX: usize = 32 * 1024;
+/// Single transfers waiting to join a proposal on one group; past it, `overloaded`.
+pub const BATCH_QUEUE_MAX: usize = 32 * 1024;
+/// Batch proposals of one group in flight at once (Raft pipelines them).
+pub const PROPOSALS_INFLIGHT_MAX: usize = 8;
 /// Requests in flight on one peer connection; further callers wait for a slot.
 pub const INFLIGHT_PER_PEER_MAX: usize = 4096;
 /// Frames queued for one connection's writer.

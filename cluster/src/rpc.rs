@@ -70,6 +70,9 @@ pub enum RouteError {
     /// The node is not the group's leader; `leader` is its best guess.
     #[error("not the leader (leader hint: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
+    /// The leader's queue is full: try again later (HTTP 429).
+    #[error("overloaded")]
+    Overloaded,
     /// No leader could be reached in time; the outcome of a write is unknown.
     #[error("shard unavailable: {0}")]
     Unavailable(String),

@@ -4,7 +4,7 @@
 //! any node.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use consensus::{NodeId, Raft, ShardRequest, StateReader};
@@ -12,6 +12,7 @@ use ledger::{AccountId, Answer, Command, Outcome, Query, ShardId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::BasicNode;
 
+use crate::batcher::{Batcher, Clock};
 use crate::limits::{FORWARD_TIMEOUT, PING_TIMEOUT, ROUTE_ATTEMPTS_MAX, ROUTE_BACKOFF};
 use crate::network::Peers;
 use crate::rpc::{Request, Response, RouteError};
@@ -28,6 +29,8 @@ pub struct Group {
     pub startup: (u64, u64),
     /// The committed index as the log store last saw it.
     pub committed: Arc<std::sync::atomic::AtomicU64>,
+    /// Gathers single transfers into batch proposals while this node leads the group.
+    pub batcher: Batcher,
 }
 
 impl Group {
@@ -37,12 +40,15 @@ impl Group {
         reader: StateReader,
         startup: (u64, u64),
         committed: Arc<std::sync::atomic::AtomicU64>,
+        clock: Arc<Clock>,
     ) -> Group {
+        let batcher = Batcher::start(raft.clone(), clock);
         Group {
             raft,
             reader,
             startup,
             committed,
+            batcher,
         }
     }
 
@@ -56,15 +62,8 @@ pub struct Shards {
     shard_count: u32,
     groups: Vec<Group>,
     peers: Arc<Peers>,
-    /// Highest timestamp this node stamped as leader: stamps never go backwards.
-    last_stamp_ms: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+    /// Stamps commands this node proposes as leader; never goes backwards.
+    clock: Arc<Clock>,
 }
 
 /// Commands whose retry after an unknown outcome is harmless (the ledger dedups them).
@@ -76,14 +75,20 @@ fn is_idempotent(command: &Command) -> bool {
 }
 
 impl Shards {
-    pub fn new(node_id: NodeId, shard_count: u32, groups: Vec<Group>, peers: Arc<Peers>) -> Shards {
+    pub fn new(
+        node_id: NodeId,
+        shard_count: u32,
+        groups: Vec<Group>,
+        peers: Arc<Peers>,
+        clock: Arc<Clock>,
+    ) -> Shards {
         assert!(!groups.is_empty(), "a node runs at least one Raft group");
         Shards {
             node_id,
             shard_count,
             groups,
             peers,
-            last_stamp_ms: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -162,7 +167,9 @@ impl Shards {
                     continue;
                 }
                 Ok(Response::Write(Err(error))) | Err(error) => {
-                    if !idempotent && !matches!(error, RouteError::NotLeader { .. }) {
+                    let overloaded = matches!(error, RouteError::Overloaded);
+                    if overloaded || (!idempotent && !matches!(error, RouteError::NotLeader { .. }))
+                    {
                         return Err(error);
                     }
                     last_error = error;
@@ -232,12 +239,6 @@ impl Shards {
             .map_err(|e| RouteError::Unavailable(e.to_string()))
     }
 
-    fn stamp(&self) -> u64 {
-        let now = now_ms();
-        let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
-        now.max(previous)
-    }
-
     /// Proposes on this node, which believes it leads the group. Stamps the leader's time.
     async fn write_local(
         &self,
@@ -247,7 +248,15 @@ impl Shards {
         let group = self
             .group(group_id)
             .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
-        request.at_ms = self.stamp();
+        if let Command::Transfer(transfer) = request.command {
+            let result = group
+                .batcher
+                .submit(request.shard, transfer)
+                .await
+                .map(Outcome::Transfer);
+            return Ok(Response::Write(result));
+        }
+        request.at_ms = self.clock.stamp();
         let result = match group.raft.client_write(request).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {

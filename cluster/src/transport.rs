@@ -110,6 +110,11 @@ impl PeerClient {
             pending: connection.pending.clone(),
             id,
         };
+        // The reader marks a connection dead before it fails the pending calls, so a call that
+        // registered after that sweep must notice here instead of waiting out its deadline.
+        if !connection.alive.load(Ordering::Acquire) {
+            return Err(CallError::Closed);
+        }
         let frame = encode(&RequestFrame { id, body })?;
         connection
             .writer
@@ -221,8 +226,14 @@ pub async fn serve<H: Handler>(
     let acceptor = TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accepting a peer connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "inbound connection limit reached; refusing");

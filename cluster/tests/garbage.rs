@@ -30,7 +30,7 @@ const CLOSE_MAX: Duration = Duration::from_secs(5);
 fn decode(bytes: &[u8]) -> (Result<Option<RequestFrame>, FrameError>, usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
-        .unwrap();
+        .expect("a runtime");
     let mut reader = bytes;
     let result = runtime.block_on(read_frame::<_, RequestFrame>(&mut reader));
     (result, reader.len())
@@ -43,7 +43,7 @@ fn prefixed(length: u32, body: &[u8]) -> Vec<u8> {
 }
 
 fn frame_limit() -> u32 {
-    u32::try_from(FRAME_BYTES_MAX).unwrap()
+    u32::try_from(FRAME_BYTES_MAX).expect("the limit fits u32")
 }
 
 fn config() -> ProptestConfig {
@@ -173,15 +173,10 @@ fn limit_boundary() {
 struct PingHandler;
 
 impl Handler for PingHandler {
-    fn handle(
-        self: Arc<Self>,
-        request: Request,
-    ) -> impl std::future::Future<Output = Response> + Send {
-        async move {
-            match request {
-                Request::Ping => Response::Pong { node: 1 },
-                _ => Response::Failed("unsupported in this test".to_string()),
-            }
+    async fn handle(self: Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Ping => Response::Pong { node: 1 },
+            _ => Response::Failed("unsupported in this test".to_string()),
         }
     }
 }
@@ -196,16 +191,16 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca_cert, ca_key) = generate_ca().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (ca_cert, ca_key) = generate_ca().expect("a CA");
         let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, ca_cert).unwrap();
+        std::fs::write(&ca_path, ca_cert).expect("ca.pem written");
         let files = |node: u64| {
-            let (cert, key) = generate_node_cert(node, &ca_key).unwrap();
+            let (cert, key) = generate_node_cert(node, &ca_key).expect("a node cert");
             let cert_path = dir.path().join(format!("node-{node}.pem"));
             let key_path = dir.path().join(format!("node-{node}.key"));
-            std::fs::write(&cert_path, cert).unwrap();
-            std::fs::write(&key_path, key).unwrap();
+            std::fs::write(&cert_path, cert).expect("cert written");
+            std::fs::write(&key_path, key).expect("key written");
             TlsFiles {
                 ca_cert: ca_path.clone(),
                 cert: cert_path,
@@ -214,9 +209,9 @@ impl Rig {
         };
         let server_files = files(1);
         let client_files = files(2);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tls = server_config(&server_files).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("a bound address");
+        let tls = server_config(&server_files).expect("server TLS");
         let server = tokio::spawn(serve(listener, tls, Arc::new(PingHandler)));
         Rig {
             _dir: dir,
@@ -231,7 +226,7 @@ impl Rig {
         let client = PeerClient::new(
             1,
             self.addr.to_string(),
-            client_config(&self.client_files).unwrap(),
+            client_config(&self.client_files).expect("client TLS"),
         );
         let answer = client.call(Request::Ping, DEADLINE).await;
         assert!(
@@ -243,13 +238,14 @@ impl Rig {
 
     /// A tokio-rustls session authenticated with node 2's certificate, outside PeerClient.
     async fn raw_session(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let connector =
-            tokio_rustls::TlsConnector::from(client_config(&self.client_files).unwrap());
+        let tcp = TcpStream::connect(self.addr).await.expect("TCP connect");
+        let connector = tokio_rustls::TlsConnector::from(
+            client_config(&self.client_files).expect("client TLS"),
+        );
         connector
             .connect(cluster::tls::server_name(1), tcp)
             .await
-            .unwrap()
+            .expect("an mTLS handshake")
     }
 }
 

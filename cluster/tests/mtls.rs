@@ -37,10 +37,10 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca_cert_pem, ca_key) = generate_ca().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (ca_cert_pem, ca_key) = generate_ca().expect("a CA");
         let ca_cert = dir.path().join("ca.pem");
-        std::fs::write(&ca_cert, ca_cert_pem).unwrap();
+        std::fs::write(&ca_cert, ca_cert_pem).expect("ca.pem written");
         Pki {
             dir,
             ca_cert,
@@ -50,11 +50,11 @@ impl Pki {
 
     /// Issues a certificate for `node_id`; the files trust this CA.
     fn node(&self, node_id: u64) -> TlsFiles {
-        let (cert, key) = generate_node_cert(node_id, &self.ca_key).unwrap();
+        let (cert, key) = generate_node_cert(node_id, &self.ca_key).expect("a node cert");
         let cert_path = self.dir.path().join(format!("node-{node_id}.pem"));
         let key_path = self.dir.path().join(format!("node-{node_id}.key"));
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
+        std::fs::write(&cert_path, cert).expect("cert written");
+        std::fs::write(&key_path, key).expect("key written");
         TlsFiles {
             ca_cert: self.ca_cert.clone(),
             cert: cert_path,
@@ -64,23 +64,25 @@ impl Pki {
 }
 
 fn read_ca_roots(ca_cert: &Path) -> rustls::RootCertStore {
-    let pem = std::fs::read(ca_cert).unwrap();
+    let pem = std::fs::read(ca_cert).expect("ca.pem readable");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a usable root");
     }
     roots
 }
 
 fn read_identity(files: &TlsFiles) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let cert_pem = std::fs::read(&files.cert).unwrap();
+    let cert_pem = std::fs::read(&files.cert).expect("cert readable");
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .map(|c| c.unwrap())
+        .map(|c| c.expect("a PEM certificate"))
         .collect();
-    let key_pem = std::fs::read(&files.key).unwrap();
+    let key_pem = std::fs::read(&files.key).expect("key readable");
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .unwrap()
-        .unwrap();
+        .expect("a PEM key file")
+        .expect("a private key");
     (certs, key)
 }
 
@@ -91,12 +93,14 @@ fn raw_client_config(ca_cert: &Path, identity: Option<&TlsFiles>) -> Arc<rustls:
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .unwrap()
+    .expect("ring supports the safe defaults")
     .with_root_certificates(read_ca_roots(ca_cert));
     let config = match identity {
         Some(files) => {
             let (certs, key) = read_identity(files);
-            builder.with_client_auth_cert(certs, key).unwrap()
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("a usable client identity")
         }
         None => builder.with_no_client_auth(),
     };
@@ -124,27 +128,22 @@ impl TestHandler {
 }
 
 impl Handler for TestHandler {
-    fn handle(
-        self: Arc<Self>,
-        request: Request,
-    ) -> impl std::future::Future<Output = Response> + Send {
-        async move {
-            match request {
-                Request::Ping => Response::Pong { node: self.node },
-                Request::Read { group, .. } => {
-                    let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
-                    self.inflight_peak.fetch_max(now, Ordering::SeqCst);
-                    let delay = if group == SLOW_GROUP {
-                        Duration::from_secs(600)
-                    } else {
-                        Duration::from_millis(u64::from(group.wrapping_mul(7) % 23))
-                    };
-                    tokio::time::sleep(delay).await;
-                    self.inflight.fetch_sub(1, Ordering::SeqCst);
-                    Response::Failed(format!("group {group}"))
-                }
-                _ => Response::Failed("unsupported in this test".to_string()),
+    async fn handle(self: Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Ping => Response::Pong { node: self.node },
+            Request::Read { group, .. } => {
+                let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.inflight_peak.fetch_max(now, Ordering::SeqCst);
+                let delay = if group == SLOW_GROUP {
+                    Duration::from_secs(600)
+                } else {
+                    Duration::from_millis(u64::from(group.wrapping_mul(7) % 23))
+                };
+                tokio::time::sleep(delay).await;
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                Response::Failed(format!("group {group}"))
             }
+            _ => Response::Failed("unsupported in this test".to_string()),
         }
     }
 }
@@ -160,10 +159,12 @@ struct ServerNode {
 
 impl ServerNode {
     fn start(bind: SocketAddr, files: &TlsFiles, node: u64) -> ServerNode {
-        let tls = server_config(files).unwrap();
-        let listener = std::net::TcpListener::bind(bind).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let tls = server_config(files).expect("server TLS");
+        let listener = std::net::TcpListener::bind(bind).expect("the port is free");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("a bound address");
         let handler = TestHandler::new(node);
         let served = handler.clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -171,9 +172,9 @@ impl ServerNode {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
+                .expect("a server runtime");
             runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
+                let listener = TcpListener::from_std(listener).expect("a tokio listener");
                 tokio::select! {
                     () = serve(listener, tls, served) => {}
                     _ = stopped => {}
@@ -195,9 +196,9 @@ impl ServerNode {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
-            tokio::task::spawn_blocking(move || thread.join().unwrap())
+            tokio::task::spawn_blocking(move || thread.join().expect("the server thread ends"))
                 .await
-                .unwrap();
+                .expect("the join task ends");
         }
     }
 }
@@ -255,7 +256,7 @@ async fn raw_ping(
         id: 7,
         body: Request::Ping,
     })
-    .unwrap();
+    .expect("a Ping encodes");
     tls.write_all(&frame).await?;
     tls.flush().await?;
     read_frame::<_, ResponseFrame>(&mut tls)
@@ -346,6 +347,7 @@ async fn client_without_certificate_is_refused() {
     let result = tokio::time::timeout(DEADLINE, raw_ping(server.addr, anonymous, 1))
         .await
         .expect("the server must refuse promptly, not hang");
+    eprintln!("anonymous client: {result:?}");
     assert!(
         !matches!(result, Ok(Some(_))),
         "an anonymous client was answered: {result:?}"
@@ -385,8 +387,10 @@ async fn server_name_mismatch_is_refused() {
 
 /// Forwards TCP connections to `target`, counting them.
 async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind(localhost_any_port()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind(localhost_any_port())
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("a bound address");
     let accepted = Arc::new(AtomicU64::new(0));
     let counter = accepted.clone();
     tokio::spawn(async move {
@@ -505,4 +509,74 @@ async fn client_fails_fast_when_server_dies_and_reconnects_after_restart() {
     assert_pong(ping(&client).await, 1);
     assert_pong(ping(&client).await, 1);
     restarted.stop().await;
+}
+
+/// Accepts mTLS sessions, reads one request frame and hangs up without answering.
+async fn hang_up_server(files: &TlsFiles) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(files).expect("server TLS"));
+    let listener = TcpListener::bind(localhost_any_port())
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("a bound address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let _ = read_frame::<_, RequestFrame>(&mut tls).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_on_a_dying_connection_fail_fast() {
+    // Goal: a call made while its connection is being torn down fails with Closed (or a
+    // connect error), never by waiting out its deadline.
+    // Method: a server that reads one request per connection and hangs up; 16 tasks call
+    // through one PeerClient in a loop, so connections die constantly while calls are being
+    // registered. Any Timeout means a call was orphaned: `PeerClient::call_inner` inserts into
+    // `pending` after `connection()` saw `alive == true`, but the reader task may already have
+    // stored `alive = false` and cleared `pending`, so nothing ever drops that sender.
+    // Regression: before the fix, 1-3 timeouts per 16,000 calls on a 2-core machine.
+    let pki = Pki::new();
+    let addr = hang_up_server(&pki.node(1)).await;
+    let client = Arc::new(PeerClient::new(
+        1,
+        addr.to_string(),
+        client_config(&pki.node(2)).unwrap(),
+    ));
+    let deadline = Duration::from_millis(500);
+    let mut orphaned = 0u32;
+    let mut calls = 0u32;
+    for _round in 0..4 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                let mut timeouts = 0u32;
+                for _ in 0..1000 {
+                    let result = client.call(Request::Ping, deadline).await;
+                    assert!(result.is_err(), "the server never answers");
+                    if matches!(result, Err(CallError::Timeout(_))) {
+                        timeouts += 1;
+                    }
+                }
+                timeouts
+            });
+        }
+        while let Some(timeouts) = tasks.join_next().await {
+            orphaned += timeouts.unwrap();
+            calls += 1000;
+        }
+        if orphaned > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        orphaned, 0,
+        "{orphaned} of {calls} calls waited out their deadline"
+    );
 }

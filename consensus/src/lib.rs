@@ -10,10 +10,13 @@
 // openraft's StorageError (224 bytes) is the error type its storage traits require.
 #![allow(clippy::result_large_err)]
 
+pub mod limits;
 pub mod log_store;
+pub mod log_writer;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::{open_log_db, LogStore};
+pub use log_writer::LogDb;
 pub use state_machine::{open_sm_db, Applied, StateMachineStore, StateReader};
 pub use types::{NodeId, Raft, ShardRequest, TypeConfig};

@@ -1,41 +1,41 @@
 //! The durable Raft log on redb.
 //!
 //! One redb file per node holds the log of every Raft group on it, keyed by `(group, index)`, and
-//! each group's vote, committed id and purge point. **Invariant:** `append` calls openraft's
-//! callback only after the transaction holding the entries committed with
-//! `Durability::Immediate` (fsync). Writes run on the blocking pool, never on the runtime.
+//! each group's vote, committed id and purge point. Writes go through the group-commit writer
+//! ([`crate::log_writer`]); entries queued but not yet flushed stay readable from an in-memory
+//! overlay, as openraft requires. **Invariant:** openraft hears that entries are flushed only
+//! after the transaction holding them committed with `Durability::Immediate` (fsync); votes,
+//! truncations and purges are durable before their call returns.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, StorageIOError};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::ReadableDatabase;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
+use crate::log_writer::{
+    Job, LogDb, SyncOp, Unflushed, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOG, META,
+};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("raft_log");
-const META: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("raft_meta");
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_PURGED: &str = "last_purged";
-
-/// Opens (or creates) the node's log database.
-pub fn open_log_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
-    let db = Database::create(path)?;
-    Ok(Arc::new(db))
+/// Opens (or creates) the node's log database and starts its writer.
+pub fn open_log_db(path: &std::path::Path) -> Result<Arc<LogDb>, redb::DatabaseError> {
+    LogDb::open(path)
 }
 
-/// The log of one Raft group. Cheap to clone: clones share the database.
+/// The log of one Raft group. Cheap to clone: clones share the database and the overlay.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    log_db: Arc<LogDb>,
     group: u32,
+    unflushed: Unflushed,
     /// The last committed index openraft reported, for metrics (`cellpay_raft_commit_index`).
     committed: Arc<AtomicU64>,
 }
@@ -56,11 +56,17 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     postcard::from_bytes(bytes).map_err(read_err)
 }
 
+fn writer_gone() -> StorageError {
+    write_err(std::io::Error::other("the log writer stopped"))
+}
+
 impl LogStore {
-    pub fn new(db: Arc<Database>, group: u32) -> LogStore {
+    pub fn new(log_db: Arc<LogDb>, group: u32) -> LogStore {
+        let unflushed = Arc::new(Mutex::new(BTreeMap::new()));
         LogStore {
-            db,
+            log_db,
             group,
+            unflushed,
             committed: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -71,7 +77,7 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let txn = self.log_db.db.begin_read().map_err(read_err)?;
         let table = match txn.open_table(META) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -83,37 +89,28 @@ impl LogStore {
         }
     }
 
-    /// Writes one metadata value on the blocking pool, fsync'd when `durable`.
-    async fn write_meta<T: Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durable: bool,
-    ) -> Result<(), StorageError> {
-        let bytes = encode(value)?;
-        let db = self.db.clone();
-        let group = self.group;
-        run_blocking(move || {
-            let mut txn = db.begin_write().map_err(write_err)?;
-            let durability = if durable {
-                Durability::Immediate
-            } else {
-                Durability::None
-            };
-            txn.set_durability(durability).map_err(write_err)?;
-            {
-                let mut table = txn.open_table(META).map_err(write_err)?;
-                table
-                    .insert((group, key), bytes.as_slice())
-                    .map_err(write_err)?;
-            }
-            txn.commit().map_err(write_err)
-        })
-        .await
+    /// Queues an operation and waits until it (and everything queued before it) is durable.
+    async fn sync(&self, op: SyncOp) -> Result<(), StorageError> {
+        let (done, wait) = oneshot::channel();
+        let job = Job::Sync {
+            group: self.group,
+            op,
+            done,
+        };
+        self.log_db
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| writer_gone())?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(write_err(std::io::Error::other(message))),
+            Err(_) => Err(writer_gone()),
+        }
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
+    fn last_flushed_id(&self) -> Result<Option<LogId>, StorageError> {
+        let txn = self.log_db.db.begin_read().map_err(read_err)?;
         let table = match txn.open_table(LOG) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -131,13 +128,10 @@ impl LogStore {
             None => Ok(None),
         }
     }
-}
 
-/// Runs blocking storage work off the async runtime.
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work).await.map_err(write_err)?
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.unflushed.lock().expect("unflushed cache lock")
+    }
 }
 
 fn bound_start(bound: Bound<&u64>) -> u64 {
@@ -169,22 +163,29 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start > end {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = match txn.open_table(LOG) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(read_err(e)),
-        };
-        let mut entries = Vec::new();
-        for item in table
-            .range((self.group, start)..=(self.group, end))
-            .map_err(read_err)?
+        let mut entries = BTreeMap::new();
         {
-            let (_, value) = item.map_err(read_err)?;
-            let entry: Entry = decode(value.value())?;
-            entries.push(entry);
+            let txn = self.log_db.db.begin_read().map_err(read_err)?;
+            match txn.open_table(LOG) {
+                Ok(table) => {
+                    for item in table
+                        .range((self.group, start)..=(self.group, end))
+                        .map_err(read_err)?
+                    {
+                        let (key, value) = item.map_err(read_err)?;
+                        let entry: Entry = decode(value.value())?;
+                        entries.insert(key.value().1, entry);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(read_err(e)),
+            }
         }
-        Ok(entries)
+        // Entries still on their way to disk are newer than anything the database holds.
+        for (index, entry) in self.unflushed().range(start..=end) {
+            entries.insert(*index, entry.clone());
+        }
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -193,7 +194,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.read_meta::<Option<LogId>>(KEY_PURGED)?.flatten();
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        let last_unflushed = self
+            .unflushed()
+            .last_key_value()
+            .map(|(_, entry)| entry.log_id);
+        let last_log_id = match last_unflushed {
+            Some(id) => Some(id),
+            None => self.last_flushed_id()?.or(last_purged_log_id),
+        };
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -205,19 +213,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(KEY_VOTE, vote, true).await
+        self.sync(SyncOp::Vote(encode(vote)?)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         self.read_meta(KEY_VOTE)
     }
 
-    /// Not fsync'd on its own: losing it only means re-applying from the last snapshot.
+    /// Written with the next commit and not waited for: losing it only means re-applying
+    /// from the last snapshot.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if let Some(id) = committed {
             self.committed.fetch_max(id.index, Ordering::Relaxed);
         }
-        self.write_meta(KEY_COMMITTED, &committed, false).await
+        let job = Job::Committed {
+            group: self.group,
+            bytes: encode(&committed)?,
+        };
+        self.log_db.jobs.send(job).await.map_err(|_| writer_gone())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -234,74 +247,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
-        for entry in entries {
-            encoded.push((entry.log_id.index, encode(&entry)?));
-        }
-        let db = self.db.clone();
-        let group = self.group;
-        let result = run_blocking(move || {
-            let mut txn = db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(write_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(write_err)?;
-                for (index, bytes) in &encoded {
-                    table
-                        .insert((group, *index), bytes.as_slice())
-                        .map_err(write_err)?;
-                }
-            }
-            txn.commit().map_err(write_err)
-        })
-        .await;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
+        {
+            let mut unflushed = self.unflushed();
+            for entry in entries {
+                encoded.push((entry.log_id, encode(&entry)?));
+                unflushed.insert(entry.log_id.index, entry);
             }
         }
+        let job = Job::Append {
+            group: self.group,
+            entries: encoded,
+            callback,
+            unflushed: self.unflushed.clone(),
+        };
+        self.log_db.jobs.send(job).await.map_err(|_| writer_gone())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let group = self.group;
-        run_blocking(move || {
-            let mut txn = db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(write_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(write_err)?;
-                table
-                    .retain_in((group, log_id.index)..=(group, u64::MAX), |_, _| false)
-                    .map_err(write_err)?;
-            }
-            txn.commit().map_err(write_err)
-        })
-        .await
+        self.unflushed().retain(|index, _| *index < log_id.index);
+        self.sync(SyncOp::Truncate(log_id.index)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let bytes = encode(&Some(log_id))?;
-        let db = self.db.clone();
-        let group = self.group;
-        run_blocking(move || {
-            let mut txn = db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(write_err)?;
-            {
-                let mut meta = txn.open_table(META).map_err(write_err)?;
-                meta.insert((group, KEY_PURGED), bytes.as_slice())
-                    .map_err(write_err)?;
-                let mut table = txn.open_table(LOG).map_err(write_err)?;
-                table
-                    .retain_in((group, 0)..=(group, log_id.index), |_, _| false)
-                    .map_err(write_err)?;
-            }
-            txn.commit().map_err(write_err)
+        self.unflushed().retain(|index, _| *index > log_id.index);
+        self.sync(SyncOp::Purge {
+            index: log_id.index,
+            bytes: encode(&Some(log_id))?,
         })
         .await
     }

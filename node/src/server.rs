@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::Context;
+use cluster::batcher::Clock;
 use cluster::{Group, NetworkFactory, PeerClient, Peers, Shards, TlsFiles};
 use consensus::{open_log_db, open_sm_db, LogStore, Raft, StateMachineStore};
 use ledger::{Command, Currency, ShardId};
@@ -63,6 +64,7 @@ async fn open_groups(
     config: &Config,
     peers: &Arc<Peers>,
     currency: Currency,
+    clock: &Arc<Clock>,
 ) -> anyhow::Result<Vec<Group>> {
     let log_db =
         open_log_db(&config.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
@@ -88,6 +90,7 @@ async fn open_groups(
             reader,
             (startup_term, startup_last),
             committed,
+            clock.clone(),
         ));
     }
     Ok(groups)
@@ -105,8 +108,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key: config.tls.key.clone(),
     };
     let peers = peers(&config, &tls)?;
-    let groups = open_groups(&config, &peers, currency).await?;
-    let shards = Arc::new(Shards::new(config.node_id, config.shards, groups, peers));
+    let clock = Arc::new(Clock::default());
+    let groups = open_groups(&config, &peers, currency, &clock).await?;
+    let shards = Arc::new(Shards::new(
+        config.node_id,
+        config.shards,
+        groups,
+        peers,
+        clock,
+    ));
 
     let raft_listener = TcpListener::bind(config.raft_addr)
         .await

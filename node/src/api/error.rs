@@ -92,6 +92,12 @@ impl ApiError {
 
 impl From<RouteError> for ApiError {
     fn from(error: RouteError) -> ApiError {
+        if error == RouteError::Overloaded {
+            return ApiError::new(
+                "overloaded",
+                "the shard's proposal queue is full; retry later",
+            );
+        }
         let message =
             format!("{error}; if this was a write its outcome is unknown: retry with the same id");
         ApiError::new("unavailable", message)

@@ -25,6 +25,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
             Err(rejection) => return Err(ApiError::new("invalid_request", rejection.body_text())),
         };
+        // Two steps, so a body that is not JSON at all is always `invalid_json`, and a shape
+        // error reads the same as it does for an item of a batch (which arrives as a Value).
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new("invalid_json", format!("the body is not valid JSON: {e}"))
         })?;

@@ -1,0 +1,168 @@
+//! Group commit for the Raft log: one writer thread per log database.
+//!
+//! openraft calls `append` once per client write on a busy leader. Writing each in its own
+//! fsync'd transaction caps a node at one fsync per entry, so `append` only queues the entries
+//! and returns; this thread takes every job queued at the moment, writes them all in one redb
+//! transaction with `Durability::Immediate`, and only after that commit (fsync) calls each
+//! job's openraft callback. **Invariant:** no callback runs before the commit holding its
+//! entries returned; jobs are written in the order they were queued.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::LogFlushed;
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::limits::{LOG_JOBS_PER_COMMIT_MAX, LOG_QUEUE_MAX};
+use crate::types::{Entry, LogId, TypeConfig};
+
+pub(crate) const LOG: redb::TableDefinition<(u32, u64), &[u8]> =
+    redb::TableDefinition::new("raft_log");
+pub(crate) const META: redb::TableDefinition<(u32, &str), &[u8]> =
+    redb::TableDefinition::new("raft_meta");
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_PURGED: &str = "last_purged";
+
+/// Entries queued but not yet on disk, by index: readers overlay them on the database.
+pub(crate) type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
+/// Work for the writer thread.
+pub(crate) enum Job {
+    /// Entries to append; the callback runs after they are fsync'd.
+    Append {
+        group: u32,
+        entries: Vec<(LogId, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+        unflushed: Unflushed,
+    },
+    /// The committed id: written with the next commit, nobody waits for it.
+    Committed { group: u32, bytes: Vec<u8> },
+    /// An operation the caller waits for (and with it, for everything queued before it).
+    Sync {
+        group: u32,
+        op: SyncOp,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+pub(crate) enum SyncOp {
+    Vote(Vec<u8>),
+    /// Delete entries from this index on.
+    Truncate(u64),
+    /// Delete entries up to this index, inclusive, and record the purge point.
+    Purge {
+        index: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The log database and the queue to its writer thread.
+pub struct LogDb {
+    pub(crate) db: Arc<Database>,
+    pub(crate) jobs: mpsc::Sender<Job>,
+}
+
+impl LogDb {
+    /// Opens (or creates) the database and starts its writer thread.
+    pub fn open(path: &std::path::Path) -> Result<Arc<LogDb>, redb::DatabaseError> {
+        let db = Arc::new(Database::create(path)?);
+        let (jobs, queue) = mpsc::channel(LOG_QUEUE_MAX);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(&writer_db, queue))
+            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        Ok(Arc::new(LogDb { db, jobs }))
+    }
+}
+
+fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < LOG_JOBS_PER_COMMIT_MAX {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write_all(db, &jobs).map_err(|e| e.to_string());
+        for job in jobs {
+            finish(job, &result);
+        }
+    }
+}
+
+/// Writes every job in one transaction and commits it with fsync.
+fn write_all(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    for job in jobs {
+        write_one(&mut txn, job)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn write_one(txn: &mut WriteTransaction, job: &Job) -> Result<(), redb::Error> {
+    match job {
+        Job::Append { group, entries, .. } => {
+            let mut table = txn.open_table(LOG)?;
+            for (log_id, bytes) in entries {
+                table.insert((*group, log_id.index), bytes.as_slice())?;
+            }
+        }
+        Job::Committed { group, bytes } => {
+            txn.open_table(META)?
+                .insert((*group, KEY_COMMITTED), bytes.as_slice())?;
+        }
+        Job::Sync { group, op, .. } => match op {
+            SyncOp::Vote(bytes) => {
+                txn.open_table(META)?
+                    .insert((*group, KEY_VOTE), bytes.as_slice())?;
+            }
+            SyncOp::Truncate(from) => {
+                txn.open_table(LOG)?
+                    .retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
+            }
+            SyncOp::Purge { index, bytes } => {
+                txn.open_table(META)?
+                    .insert((*group, KEY_PURGED), bytes.as_slice())?;
+                txn.open_table(LOG)?
+                    .retain_in((*group, 0)..=(*group, *index), |_, _| false)?;
+            }
+        },
+    }
+    Ok(())
+}
+
+fn finish(job: Job, result: &Result<(), String>) {
+    match job {
+        Job::Append {
+            entries,
+            callback,
+            unflushed,
+            ..
+        } => {
+            if result.is_ok() {
+                // On disk now: readers find these in the database.
+                let mut cache = unflushed.lock().expect("unflushed cache lock");
+                for (log_id, _) in &entries {
+                    if cache
+                        .get(&log_id.index)
+                        .is_some_and(|entry| entry.log_id == *log_id)
+                    {
+                        cache.remove(&log_id.index);
+                    }
+                }
+            }
+            let io = result.clone().map_err(std::io::Error::other);
+            callback.log_io_completed(io);
+        }
+        Job::Committed { .. } => {}
+        Job::Sync { done, .. } => {
+            let _ = done.send(result.clone());
+        }
+    }
+}
