@@ -61,7 +61,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_histogram!(
         HTTP_DURATION,
         metrics::Unit::Seconds,
-        "HTTP request latency by route"
+        "HTTP request latency by route and status"
     );
     metrics::describe_counter!(TRANSFERS, "Transfers by kind and outcome");
     metrics::describe_gauge!(RAFT_TERM, "Current Raft term per shard");
@@ -81,7 +81,8 @@ pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration)
         ("status", status.to_string()),
     ];
     metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
+    let [route, _, status] = labels;
+    metrics::histogram!(HTTP_DURATION, &[route, status]).record(elapsed.as_secs_f64());
 }
 
 pub fn record_transfer(kind: &'static str, outcome: &'static str) {
