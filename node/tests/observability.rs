@@ -74,12 +74,15 @@ async fn metrics_cover_requests_transfers_and_raft() {
         .is_some(),
         "{text}"
     );
-    assert!(sample(
-        &text,
-        "cellpay_http_request_duration_seconds_count",
-        &[transfers]
-    )
-    .is_some_and(|v| v >= 3.0));
+    let count = |status: &str| {
+        sample(
+            &text,
+            "cellpay_http_request_duration_seconds_count",
+            &[transfers, status],
+        )
+    };
+    assert!(count(r#"status="201""#).is_some_and(|v| v >= 2.0), "{text}");
+    assert!(count(r#"status="422""#).is_some_and(|v| v >= 1.0), "{text}");
     let p2p_ok = [r#"kind="p2p""#, r#"outcome="completed""#];
     assert!(
         sample(&text, "cellpay_transfers_total", &p2p_ok).is_some_and(|v| v >= 1.0),
