@@ -59,7 +59,8 @@ pub enum Response {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Write(Result<Outcome, RouteError>),
-    Read(Result<Answer, RouteError>),
+    /// The answer and the applied log index of the state it was read from.
+    Read(Result<(Answer, u64), RouteError>),
     /// The request could not be served at all (unknown group, node stopping).
     Failed(String),
 }

@@ -31,6 +31,8 @@ pub struct Group {
     pub committed: Arc<std::sync::atomic::AtomicU64>,
     /// Gathers single transfers into batch proposals while this node leads the group.
     pub batcher: Batcher,
+    /// A reader of the group's log, for the admin log view.
+    pub log: consensus::LogStore,
 }
 
 impl Group {
@@ -41,6 +43,7 @@ impl Group {
         startup: (u64, u64),
         committed: Arc<std::sync::atomic::AtomicU64>,
         clock: Arc<Clock>,
+        log: consensus::LogStore,
     ) -> Group {
         let batcher = Batcher::start(raft.clone(), clock);
         Group {
@@ -49,7 +52,34 @@ impl Group {
             startup,
             committed,
             batcher,
+            log,
         }
+    }
+
+    /// Committed entries from `from` on, at most `limit`: (index, leader time, command).
+    pub async fn committed_entries(
+        &self,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, u64, ledger::Command)>, String> {
+        use openraft::storage::RaftLogReader;
+        let committed = self.commit_index();
+        let end = from.saturating_add(limit).min(committed.saturating_add(1));
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        let mut log = self.log.clone();
+        let entries = log
+            .try_get_log_entries(from..end)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let openraft::EntryPayload::Normal(request) = entry.payload {
+                out.push((entry.log_id.index, request.at_ms, request.command));
+            }
+        }
+        Ok(out)
     }
 
     pub fn commit_index(&self) -> u64 {
@@ -186,6 +216,12 @@ impl Shards {
 
     /// Routes a linearizable read to the shard's leader.
     pub async fn read(&self, shard: ShardId, query: Query) -> Result<Answer, RouteError> {
+        self.read_at(shard, query).await.map(|(answer, _)| answer)
+    }
+
+    /// Routes a linearizable read to the shard's leader; also returns the applied log index of
+    /// the state that answered (for clients checking their own view, like the chaos checker).
+    pub async fn read_at(&self, shard: ShardId, query: Query) -> Result<(Answer, u64), RouteError> {
         let group_id = self.group_of(shard);
         let group = self
             .group(group_id)
@@ -270,7 +306,7 @@ impl Shards {
     }
 
     /// Serves a read on this node after confirming leadership with a quorum (read index).
-    async fn read_local(&self, group_id: u32, query: &Query) -> Result<Answer, RouteError> {
+    async fn read_local(&self, group_id: u32, query: &Query) -> Result<(Answer, u64), RouteError> {
         let group = self
             .group(group_id)
             .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
@@ -298,7 +334,8 @@ impl Shards {
             }
         }
         let state = group.reader.read();
-        Ok(state.ledger.query(query))
+        let applied = state.last_applied.map_or(0, |id| id.index);
+        Ok((state.ledger.query(query), applied))
     }
 
     /// Answers whether a peer is reachable now.

@@ -84,6 +84,7 @@ async fn open_groups(
             .last_log_id
             .map_or(0, |id| id.index);
         let committed = log.committed_index();
+        let log_view = log.clone();
         let raft = Raft::new(config.node_id, raft_config.clone(), network, log, sm).await?;
         groups.push(Group::new(
             raft,
@@ -91,6 +92,7 @@ async fn open_groups(
             (startup_term, startup_last),
             committed,
             clock.clone(),
+            log_view,
         ));
     }
     Ok(groups)

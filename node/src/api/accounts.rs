@@ -95,14 +95,17 @@ pub async fn create(
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_account_id(&id)?;
-    match app
-        .shards
-        .read(app.shards.shard_of(&id), Query::Account(id))
-        .await?
-    {
-        Answer::Account(Some(view)) => Ok(Json(json!(view))),
-        Answer::Account(None) => Err(ApiError::from_code(ledger::Code::AccountNotFound)),
-        other => Err(ApiError::new(
+    let shard = app.shards.shard_of(&id);
+    match app.shards.read_at(shard, Query::Account(id)).await? {
+        (Answer::Account(Some(view)), applied) => {
+            // Extra fields beyond the contract: where in the shard's log this state stands.
+            let mut body = json!(view);
+            body["shard"] = json!(shard.0);
+            body["log_index"] = json!(applied);
+            Ok(Json(body))
+        }
+        (Answer::Account(None), _) => Err(ApiError::from_code(ledger::Code::AccountNotFound)),
+        (other, _) => Err(ApiError::new(
             "internal",
             format!("unexpected answer {other:?}"),
         )),

@@ -51,6 +51,7 @@ pub fn router(state: App) -> Router {
         .route("/v1/transfers/{id}/void", post(transfers::void))
         .route("/v1/transfers/{id}/reverse", post(transfers::reverse))
         .route("/v1/cluster", get(ops::cluster))
+        .route("/v1/admin/log", get(ops::log))
         .route(
             "/v1/admin/tariff",
             put(ops::set_tariff).get(ops::get_tariff),

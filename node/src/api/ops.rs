@@ -143,3 +143,56 @@ pub async fn set_account_status(
         )),
     }
 }
+
+/// The committed log of a group, for auditors and the chaos checker: every entry's index, the
+/// leader's time, and which transfers it carried, in application order. Entries behind the last
+/// snapshot may have been purged; `first` says where the answer starts.
+pub async fn log(
+    State(app): State<App>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let number = |key: &str, default: u64| -> Result<u64, ApiError> {
+        match params.get(key) {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .map_err(|_| ApiError::new("invalid_request", format!("{key} must be an integer"))),
+        }
+    };
+    let group = number("group", 0)?;
+    let from = number("from", 1)?;
+    let limit = number("limit", 1000)?.clamp(1, 10_000);
+    let Some(g) = app
+        .shards
+        .groups()
+        .get(usize::try_from(group).unwrap_or(usize::MAX))
+    else {
+        return Err(ApiError::new("invalid_request", "no such group"));
+    };
+    let entries = g
+        .committed_entries(from, limit)
+        .await
+        .map_err(|e| ApiError::new("unavailable", e))?;
+    let rendered: Vec<Value> = entries
+        .into_iter()
+        .map(|(index, at_ms, command)| {
+            let (kind, transfers): (&str, Vec<String>) = match command {
+                Command::Transfer(t) => ("transfer", vec![t.id.to_string()]),
+                Command::Batch(items) => {
+                    ("batch", items.iter().map(|t| t.id.to_string()).collect())
+                }
+                Command::Reverse(r) => ("reverse", vec![r.id.to_string()]),
+                Command::Post(id) => ("post", vec![id.to_string()]),
+                Command::Void(id) => ("void", vec![id.to_string()]),
+                Command::CreateAccount(_) => ("create_account", Vec::new()),
+                Command::ExpirePending => ("expire_pending", Vec::new()),
+                Command::SetTariff(_) => ("set_tariff", Vec::new()),
+                Command::SetAccountStatus { .. } => ("set_account_status", Vec::new()),
+            };
+            json!({"index": index, "at_ms": at_ms, "command": kind, "transfers": transfers})
+        })
+        .collect();
+    Ok(Json(
+        json!({"group": group, "commit_index": g.commit_index(), "entries": rendered}),
+    ))
+}

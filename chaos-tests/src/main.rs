@@ -1,0 +1,156 @@
+//! `cellpay-chaos`: runs seeded chaos scenarios against real cellpay clusters and checks the
+//! histories. `run --seed N --scenario NAME` replays one run exactly (same faults, same
+//! workload choices); `--ci` runs the six CI scenarios; `--soak DURATION` keeps going.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chaos_tests::nemesis::Scenario;
+use chaos_tests::runner::{self, RunConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cellpay-chaos",
+    about = "Jepsen-style chaos runs against real cellpay clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// The CI suite: six 50-second scenarios.
+    #[arg(long)]
+    ci: bool,
+    /// Soak: scenarios back to back for this long (e.g. 30m), seeds counting up.
+    #[arg(long)]
+    soak: Option<String>,
+    /// First seed of --ci or --soak (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where failing runs leave their evidence.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One scenario, replayable by its seed.
+    Run {
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 12)]
+        accounts: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: u64,
+        #[arg(long, default_value_t = 50)]
+        seconds: u64,
+        #[arg(long, default_value = "target/chaos")]
+        out: PathBuf,
+    },
+}
+
+fn config(seed: u64, scenario: Scenario, seconds: u64, out: PathBuf) -> RunConfig {
+    RunConfig {
+        seed,
+        scenario,
+        nodes: 3,
+        accounts: 12,
+        clients: 8,
+        duration: Duration::from_secs(seconds),
+        out,
+    }
+}
+
+async fn one(config: RunConfig) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let result = runner::run(&config).await?;
+    let passed = result.report.violations.is_empty();
+    println!(
+        "{} seed {} scenario {} ({}) in {:.0}s: {} faults\n{}",
+        if passed { "PASS" } else { "FAIL" },
+        config.seed,
+        config.scenario.name(),
+        result.mode,
+        started.elapsed().as_secs_f64(),
+        result.faults.len(),
+        result.report
+    );
+    Ok(passed)
+}
+
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number.parse()?;
+    let seconds = match unit {
+        "s" | "" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => anyhow::bail!("duration like 50s, 30m or 2h"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let clock_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let first_seed = cli.seed.unwrap_or(clock_seed);
+    let mut failed = 0;
+    let mut runs = 0;
+    if let Some(Cmd::Run {
+        seed,
+        scenario,
+        nodes,
+        accounts,
+        clients,
+        seconds,
+        out,
+    }) = cli.command
+    {
+        let scenario = Scenario::parse(&scenario)
+            .ok_or_else(|| anyhow::anyhow!("unknown scenario {scenario}"))?;
+        let config = RunConfig {
+            seed,
+            scenario,
+            nodes,
+            accounts,
+            clients,
+            duration: Duration::from_secs(seconds),
+            out,
+        };
+        runs = 1;
+        failed += usize::from(!one(config).await?);
+    } else if cli.ci {
+        for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+            runs += 1;
+            failed += usize::from(
+                !one(config(first_seed + i as u64, scenario, 50, cli.out.clone())).await?,
+            );
+        }
+    } else if let Some(soak) = cli.soak {
+        let until = Instant::now() + parse_duration(&soak)?;
+        let mut seed = first_seed;
+        while Instant::now() < until {
+            let scenario = Scenario::ALL[usize::try_from(seed % 6).expect("small")];
+            runs += 1;
+            failed += usize::from(!one(config(seed, scenario, 60, cli.out.clone())).await?);
+            seed += 1;
+        }
+    } else {
+        anyhow::bail!("say `run --seed N --scenario NAME`, `--ci` or `--soak 30m`");
+    }
+    println!("chaos: {} passed, {} failed", runs - failed, failed);
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} chaos run(s) failed: replay with `cellpay-chaos run --seed N --scenario NAME`"
+    );
+    Ok(())
+}
