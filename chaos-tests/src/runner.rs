@@ -173,8 +173,13 @@ async fn final_reads(cluster: &Mutex<Cluster>, target: &Target, recorder: &Recor
         let guard = cluster.lock().await;
         let _ = guard.wait_for_leader(Duration::from_secs(30)).await;
     }
-    // Let followers apply what the leader committed last.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A consistent read of everything through the leader (conservation on a live snapshot).
+    let invoke = recorder.record(Op::invoke(29_999, Func::ReadAll, 0, 1));
+    let op = match workload::read_all(target, 0).await {
+        Some(balances) => invoke.complete(OpKind::Ok, 0).with_balances(balances),
+        None => invoke.complete(OpKind::Fail, 0),
+    };
+    recorder.record(op);
     let ids: std::collections::BTreeSet<String> = recorder
         .snapshot(0, Default::default())
         .ops
@@ -182,14 +187,18 @@ async fn final_reads(cluster: &Mutex<Cluster>, target: &Target, recorder: &Recor
         .filter(|op| matches!(op.f, Func::Transfer | Func::Probe))
         .filter_map(|op| op.transfer.as_ref().map(|t| t.id.clone()))
         .collect();
-    for node in 0..target.urls.len() {
+    let replicas = settled_replicas(target).await;
+    for (node, replica) in replicas.iter().enumerate() {
         let process = 30_000 + node as u64;
         let invoke = recorder.record(Op::invoke(process, Func::FinalRead, 0, node as u64 + 1));
-        let op = match workload::read_all(target, node).await {
-            Some(balances) => {
-                let mut op = invoke.complete(OpKind::Ok, 0);
-                op.balances = Some(balances);
-                op
+        let op = match replica {
+            Some(replica) => {
+                let op = invoke
+                    .complete(OpKind::Ok, 0)
+                    .with_shard(0)
+                    .with_log(replica.applied, None);
+                op.with_balances(replica.balances.clone())
+                    .with_digest(&replica.digest)
             }
             None => invoke.complete(OpKind::Fail, 0),
         };
@@ -197,6 +206,55 @@ async fn final_reads(cluster: &Mutex<Cluster>, target: &Target, recorder: &Recor
         for id in &ids {
             workload::lookup(process, node, target, recorder, id, Func::FinalLookup).await;
         }
+    }
+}
+
+/// One node's own replica, read locally (`/v1/admin/replica`).
+struct Replica {
+    applied: u64,
+    digest: String,
+    balances: std::collections::BTreeMap<String, i64>,
+}
+
+async fn replica(target: &Target, node: usize) -> Option<Replica> {
+    let url = format!("{}/v1/admin/replica", target.urls[node]);
+    let response = target
+        .client
+        .get(url)
+        .bearer_auth(&target.token)
+        .send()
+        .await
+        .ok()?;
+    let body: serde_json::Value = response.json().await.ok()?;
+    let group = &body["groups"][0];
+    let balances = group["balances"]
+        .as_object()?
+        .iter()
+        .filter_map(|(id, b)| Some((id.clone(), b.as_i64()?)))
+        .collect();
+    Some(Replica {
+        applied: group["applied_index"].as_u64()?,
+        digest: group["digest"].as_str()?.to_string(),
+        balances,
+    })
+}
+
+/// Every replica once they all applied the same index (bounded wait: with no writes left,
+/// followers catch up with the leader's last commit within a heartbeat or two).
+async fn settled_replicas(target: &Target) -> Vec<Option<Replica>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut replicas = Vec::new();
+        for node in 0..target.urls.len() {
+            replicas.push(replica(target, node).await);
+        }
+        let indexes: std::collections::BTreeSet<u64> =
+            replicas.iter().flatten().map(|r| r.applied).collect();
+        let all_answered = replicas.iter().all(Option::is_some);
+        if (all_answered && indexes.len() == 1) || Instant::now() > deadline {
+            return replicas;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

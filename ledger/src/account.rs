@@ -84,6 +84,14 @@ pub struct Account {
 }
 
 impl Account {
+    pub fn status_name(&self) -> &'static str {
+        match self.status {
+            AccountStatus::Active => "active",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
     /// What can be spent now: posted balance minus holds.
     pub fn available(&self) -> i64 {
         self.balance

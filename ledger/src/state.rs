@@ -153,6 +153,34 @@ impl Ledger {
         self.expiries.first().map(|(at_ms, _)| *at_ms)
     }
 
+    /// A fingerprint of the whole state (accounts, holds, statuses, every transfer's status and
+    /// the tariff), equal on replicas that applied the same log. FNV-1a, stable across builds;
+    /// O(state), so computed on demand only.
+    pub fn digest(&self) -> u64 {
+        let mut hash = Fnv::default();
+        for account in self.accounts.values() {
+            hash.bytes(account.id.as_str().as_bytes());
+            hash.bytes(&account.balance.to_le_bytes());
+            hash.bytes(&account.pending_out.to_le_bytes());
+            hash.bytes(&account.pending_in.to_le_bytes());
+            hash.bytes(account.status_name().as_bytes());
+        }
+        for transfer in self.transfers.values() {
+            hash.bytes(transfer.id.as_str().as_bytes());
+            hash.bytes(transfer.status.as_str().as_bytes());
+            hash.bytes(&transfer.amount.to_le_bytes());
+        }
+        for (kind, bands) in &self.tariff.fees {
+            hash.bytes(kind.as_str().as_bytes());
+            for band in bands {
+                hash.bytes(&band.min.to_le_bytes());
+                hash.bytes(&band.max.to_le_bytes());
+                hash.bytes(&band.fee.to_le_bytes());
+            }
+        }
+        hash.finish()
+    }
+
     pub fn summary(&self) -> Summary {
         let mut balance_sum: i128 = 0;
         for account in self.accounts.values() {
@@ -837,5 +865,30 @@ fn push_entry(account: &mut Account, entry: Entry) {
     account.entries.push_back(entry);
     if account.entries.len() > STATEMENT_KEEP_MAX {
         account.entries.pop_front();
+    }
+}
+
+/// FNV-1a, 64 bits: simple, stable, good enough to tell replicas apart.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }

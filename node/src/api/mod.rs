@@ -52,6 +52,7 @@ pub fn router(state: App) -> Router {
         .route("/v1/transfers/{id}/reverse", post(transfers::reverse))
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/admin/log", get(ops::log))
+        .route("/v1/admin/replica", get(ops::replica))
         .route(
             "/v1/admin/tariff",
             put(ops::set_tariff).get(ops::get_tariff),

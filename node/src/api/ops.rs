@@ -196,3 +196,25 @@ pub async fn log(
         json!({"group": group, "commit_index": g.commit_index(), "entries": rendered}),
     ))
 }
+
+/// This node's own replica of every group, read locally with no leader round trip (so it may
+/// lag): applied index, state digest and every account's balance. For operators comparing
+/// replicas and for the chaos checker's convergence invariant; not linearizable.
+pub async fn replica(State(app): State<App>) -> Json<Value> {
+    let mut groups = Vec::new();
+    for (index, group) in app.shards.groups().iter().enumerate() {
+        let state = group.reader.read();
+        let balances: serde_json::Map<String, Value> = state
+            .ledger
+            .accounts()
+            .map(|a| (a.id.to_string(), json!(a.balance)))
+            .collect();
+        groups.push(json!({
+            "group": index,
+            "applied_index": state.last_applied.map_or(0, |id| id.index),
+            "digest": format!("{:016x}", state.ledger.digest()),
+            "balances": balances,
+        }));
+    }
+    Json(json!({"node_id": app.config.node_id, "groups": groups}))
+}
