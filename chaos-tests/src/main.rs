@@ -67,7 +67,10 @@ fn config(seed: u64, scenario: Scenario, seconds: u64, out: PathBuf) -> RunConfi
 async fn one(config: RunConfig) -> anyhow::Result<bool> {
     let started = Instant::now();
     let result = runner::run(&config).await?;
-    let passed = result.report.violations.is_empty();
+    let passed = result.report.violations.is_empty() && result.problems.is_empty();
+    for problem in &result.problems {
+        println!("[nemesis] {problem} (seed {})", config.seed);
+    }
     println!(
         "{} seed {} scenario {} ({}) in {:.0}s: {} faults\n{}",
         if passed { "PASS" } else { "FAIL" },
@@ -141,7 +144,14 @@ async fn main() -> anyhow::Result<()> {
         while Instant::now() < until {
             let scenario = Scenario::ALL[usize::try_from(seed % 6).expect("small")];
             runs += 1;
-            failed += usize::from(!one(config(seed, scenario, 60, cli.out.clone())).await?);
+            // Soak shape: 5 nodes, 200 accounts with 5 hot ones, a minute per scenario.
+            let soak = RunConfig {
+                nodes: 5,
+                accounts: 200,
+                clients: 16,
+                ..config(seed, scenario, 60, cli.out.clone())
+            };
+            failed += usize::from(!one(soak).await?);
             seed += 1;
         }
     } else {

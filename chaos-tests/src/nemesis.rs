@@ -60,9 +60,15 @@ enum Fault {
     MinorityMajority,
     OneWay,
     Loss,
+    /// Every call a node makes to its peers waits 50-300 ms (the transport switch).
+    Delay,
+    /// The node's next Raft log fsync fails (fail point): it must stop, not serve on.
+    DiskFail,
 }
 
-fn choose(scenario: Scenario, lab: bool, rng: &mut StdRng) -> Fault {
+/// `network`: partitions can be made (namespaces, or the transport switch); `lab`: packet loss
+/// can be made (nftables); `switch`: the transport switch is compiled into the nodes (delay).
+fn choose(scenario: Scenario, network: bool, lab: bool, switch: bool, rng: &mut StdRng) -> Fault {
     let process = [
         Fault::KillRandom,
         Fault::KillLeader,
@@ -70,32 +76,87 @@ fn choose(scenario: Scenario, lab: bool, rng: &mut StdRng) -> Fault {
         Fault::PauseLeader,
         Fault::PauseRandom,
     ];
-    let network = [
+    let cuts = [
         Fault::IsolateRandom,
         Fault::IsolateLeader,
         Fault::MinorityMajority,
         Fault::OneWay,
     ];
     let pick = |rng: &mut StdRng, from: &[Fault]| from[rng.random_range(0..from.len())];
+    let mut degraded = Vec::new();
+    if lab {
+        degraded.push(Fault::Loss);
+    }
+    if switch {
+        degraded.push(Fault::Delay);
+    }
     match scenario {
+        Scenario::CrashRestart if switch => pick(
+            rng,
+            &[Fault::KillRandom, Fault::KillLeader, Fault::DiskFail],
+        ),
         Scenario::CrashRestart => pick(rng, &[Fault::KillRandom, Fault::KillLeader]),
         Scenario::PauseLeader => pick(rng, &[Fault::PauseLeader, Fault::PauseRandom]),
         Scenario::CrashAll => Fault::CrashAll,
-        // Without namespaces, network scenarios fall back to the nearest process fault.
-        Scenario::Partitions if lab => pick(rng, &network),
-        Scenario::Partitions => pick(rng, &[Fault::PauseRandom, Fault::KillRandom]),
-        Scenario::LossDelay if lab => Fault::Loss,
-        Scenario::LossDelay => Fault::PauseRandom,
-        Scenario::Mix if lab => {
-            let all: Vec<Fault> = process
-                .iter()
-                .chain(network.iter())
-                .copied()
-                .chain([Fault::Loss])
-                .collect();
+        Scenario::Partitions if network => pick(rng, &cuts),
+        Scenario::LossDelay if !degraded.is_empty() => pick(rng, &degraded),
+        // Nothing to cut the network with: the nearest process fault, and the report says so.
+        Scenario::Partitions | Scenario::LossDelay => {
+            pick(rng, &[Fault::PauseRandom, Fault::KillRandom])
+        }
+        Scenario::Mix => {
+            let mut all: Vec<Fault> = process.to_vec();
+            if network {
+                all.extend(cuts);
+            }
+            all.extend(degraded);
+            if switch {
+                all.push(Fault::DiskFail);
+            }
             pick(rng, &all)
         }
-        Scenario::Mix => pick(rng, &process),
+    }
+}
+
+/// Sets this node's transport fault towards `peer` (chaos builds of the node only).
+async fn switch(cluster: &Cluster, node: u64, peer: u64, drop: bool, delay_ms: u64) -> bool {
+    let url = cluster.url(node, &format!("/v1/admin/chaos/peers/{peer}"));
+    let body = serde_json::json!({"drop": drop, "delay_ms": delay_ms});
+    let sent = cluster
+        .client
+        .put(url)
+        .bearer_auth(&cluster.token)
+        .json(&body)
+        .send()
+        .await;
+    sent.is_ok_and(|r| r.status().is_success())
+}
+
+/// Whether the nodes carry the transport fault switch.
+pub async fn switch_available(cluster: &Cluster) -> bool {
+    let url = cluster.url(1, "/v1/admin/chaos");
+    let sent = cluster
+        .client
+        .get(url)
+        .bearer_auth(&cluster.token)
+        .send()
+        .await;
+    sent.is_ok_and(|r| r.status().is_success())
+}
+
+/// Cuts, with the transport switch, every link between the groups (both directions).
+async fn switch_partition(cluster: &Cluster, groups: &[Vec<u64>]) {
+    for (i, group) in groups.iter().enumerate() {
+        for (j, other) in groups.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for node in group {
+                for peer in other {
+                    switch(cluster, *node, *peer, true, 0).await;
+                }
+            }
+        }
     }
 }
 
@@ -103,6 +164,8 @@ fn choose(scenario: Scenario, lab: bool, rng: &mut StdRng) -> Fault {
 #[derive(Default, Debug)]
 pub struct NemesisLog {
     pub faults: Vec<String>,
+    /// Broken promises seen by the nemesis itself (a node that served on after its disk failed).
+    pub problems: Vec<String>,
 }
 
 async fn leader(cluster: &Mutex<Cluster>) -> Option<u64> {
@@ -120,6 +183,8 @@ pub async fn run(
     let mut rng = StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
     let mut log = NemesisLog::default();
     let lab = matches!(cluster.lock().await.mode, Mode::Lab(_));
+    let switch = switch_available(&*cluster.lock().await).await;
+    let network = lab || switch;
     let nodes = cluster.lock().await.nodes.len() as u64;
     while !stop.load(Ordering::Relaxed) {
         // About a quarter of the time is quiet.
@@ -127,7 +192,7 @@ pub async fn run(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let fault = choose(scenario, lab, &mut rng);
+        let fault = choose(scenario, network, lab, switch, &mut rng);
         let random = rng.random_range(1..=nodes);
         let hold = Duration::from_millis(rng.random_range(1_000..5_000));
         let target = match fault {
@@ -137,6 +202,11 @@ pub async fn run(
             _ => random,
         };
         let description = apply(&cluster, fault, target, &mut rng).await;
+        if matches!(fault, Fault::DiskFail) {
+            if let Some(problem) = await_disk_stop(&cluster, target).await {
+                log.problems.push(problem);
+            }
+        }
         log.faults.push(description.clone());
         eprintln!("nemesis: {description} for {:.1}s", hold.as_secs_f64());
         let pause_hold = Duration::from_millis(rng.random_range(2_000..8_000));
@@ -190,13 +260,59 @@ async fn apply(cluster: &Mutex<Cluster>, fault: Fault, target: u64, rng: &mut St
             let result = lab.loss(k, percent);
             format!("drop {percent}% of node {target}'s packets ({result:?})")
         }
-        (_, Mode::Loopback) => "network fault skipped (loopback mode)".to_string(),
+        (Fault::Delay, _) => {
+            let delay_ms = rng.random_range(50..=300);
+            for peer in (1..=nodes as u64).filter(|p| *p != target) {
+                switch(&guard, target, peer, false, delay_ms).await;
+            }
+            format!("delay node {target}'s calls by {delay_ms} ms (transport switch)")
+        }
+        (Fault::IsolateRandom | Fault::IsolateLeader | Fault::MinorityMajority, Mode::Loopback) => {
+            let rest: Vec<u64> = (1..=nodes as u64).filter(|n| *n != target).collect();
+            switch_partition(&guard, &[vec![target], rest]).await;
+            format!("partition [{target}] | rest (transport switch)")
+        }
+        (Fault::OneWay, Mode::Loopback) => {
+            for peer in (1..=nodes as u64).filter(|p| *p != target) {
+                switch(&guard, peer, target, true, 0).await;
+            }
+            format!("one-way: node {target} receives no calls (transport switch)")
+        }
+        (Fault::DiskFail, _) => {
+            let url = guard.url(target, "/v1/admin/failpoints/raft-log-commit");
+            let body = serde_json::json!({"actions": "return"});
+            let sent = guard
+                .client
+                .put(url)
+                .bearer_auth(&guard.token)
+                .json(&body)
+                .send()
+                .await;
+            format!(
+                "fail node {target}'s next log fsync ({})",
+                sent.map_or_else(|e| e.to_string(), |r| r.status().to_string())
+            )
+        }
+        (Fault::Loss, Mode::Loopback) => {
+            "packet loss skipped (loopback mode, no nftables)".to_string()
+        }
     }
 }
 
 /// Restores the network and every process.
 pub async fn heal(cluster: &Mutex<Cluster>) {
     let mut guard = cluster.lock().await;
+    for node in 1..=guard.nodes.len() as u64 {
+        if guard.is_up(node) {
+            let url = guard.url(node, "/v1/admin/chaos");
+            let _ = guard
+                .client
+                .delete(url)
+                .bearer_auth(&guard.token)
+                .send()
+                .await;
+        }
+    }
     if let Mode::Lab(lab) = &guard.mode {
         if let Err(e) = lab.heal() {
             eprintln!("nemesis: healing the network failed: {e}");
@@ -205,4 +321,29 @@ pub async fn heal(cluster: &Mutex<Cluster>) {
     if let Err(e) = guard.heal_processes() {
         eprintln!("nemesis: restarting nodes failed: {e}");
     }
+    // After the processes: a paused node must be running again to answer.
+    for node in 1..=guard.nodes.len() as u64 {
+        let url = guard.url(node, "/v1/admin/chaos");
+        let _ = guard
+            .client
+            .delete(url)
+            .bearer_auth(&guard.token)
+            .send()
+            .await;
+    }
+}
+
+/// After a failed fsync the node must exit by itself (under load, within a few seconds).
+async fn await_disk_stop(cluster: &Mutex<Cluster>, node: u64) -> Option<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = cluster.lock().await.reap(node) {
+            eprintln!("nemesis: node {node} stopped after its fsync failed ({status})");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(format!(
+        "node {node} kept running 15 s after its Raft log fsync failed"
+    ))
 }

@@ -137,7 +137,7 @@ impl Cluster {
     pub fn mode_name(&self) -> &'static str {
         match self.mode {
             Mode::Lab(_) => "lab (network namespaces + nftables)",
-            Mode::Loopback => "loopback (127.0.0.1; process faults only)",
+            Mode::Loopback => "loopback (127.0.0.1; network faults only by the transport switch)",
         }
     }
 
@@ -215,9 +215,22 @@ impl Cluster {
         }
     }
 
+    /// If node `k` exited by itself, forgets its process and returns how it ended.
+    pub fn reap(&mut self, k: u64) -> Option<std::process::ExitStatus> {
+        let node = self.node_mut(k);
+        let status = node
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())?;
+        node.child = None;
+        node.paused = false;
+        Some(status)
+    }
+
     /// Ends every fault of processes: resumes paused nodes, starts stopped ones.
     pub fn heal_processes(&mut self) -> anyhow::Result<()> {
         for k in 1..=self.nodes.len() as u64 {
+            self.reap(k);
             self.resume(k);
             self.start(k)?;
         }

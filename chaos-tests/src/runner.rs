@@ -31,6 +31,8 @@ pub struct RunConfig {
 pub struct RunResult {
     pub report: Report,
     pub faults: Vec<String>,
+    /// Promises the nemesis saw broken (they fail the run like violations).
+    pub problems: Vec<String>,
     pub mode: &'static str,
 }
 
@@ -38,7 +40,13 @@ const PER_ACCOUNT: u64 = 100_000;
 const RECOVERY_WINDOW: Duration = Duration::from_secs(20);
 
 pub async fn run(config: &RunConfig) -> anyhow::Result<RunResult> {
-    let mode = match lab_available() {
+    let forced_loopback = std::env::var("CELLPAY_CHAOS_LOOPBACK").is_ok_and(|v| v == "1");
+    let available = if forced_loopback {
+        Err("CELLPAY_CHAOS_LOOPBACK=1".to_string())
+    } else {
+        lab_available()
+    };
+    let mode = match available {
         Ok(()) => Mode::Lab(Lab::create(config.nodes)?),
         Err(reason) => {
             eprintln!("chaos: network namespaces unavailable ({reason}); loopback mode");
@@ -116,13 +124,14 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunResult> {
     let mut history = recorder.snapshot(config.seed, initial);
     order.annotate(&mut history);
     let report = checker::check(&history);
-    if !report.violations.is_empty() {
+    if !report.violations.is_empty() || !log.problems.is_empty() {
         let guard = cluster.lock().await;
         keep_evidence(config, &history, &report, &guard)?;
     }
     Ok(RunResult {
         report,
         faults: log.faults,
+        problems: log.problems,
         mode: mode_name,
     })
 }
@@ -325,6 +334,11 @@ impl LogOrder {
     /// Gives every definite transfer answer its place in the log.
     fn annotate(&self, history: &mut History) {
         for op in &mut history.ops {
+            // One Raft group serves every shard in this version: every transfer and read,
+            // failed or not, belongs to group 0's stream.
+            if matches!(op.f, Func::Transfer | Func::Read | Func::Probe) && op.shard.is_none() {
+                op.shard = Some(0);
+            }
             if !matches!(op.f, Func::Transfer | Func::Probe) || op.kind != OpKind::Ok {
                 continue;
             }

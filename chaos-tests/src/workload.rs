@@ -106,10 +106,10 @@ pub async fn client(
         if roll < 70 {
             sequence += 1;
             let id = format!("c{process}-{sequence}");
-            let from = &accounts[rng.random_range(0..accounts.len())];
-            let mut to = &accounts[rng.random_range(0..accounts.len())];
+            let from = &accounts[pick(&mut rng, accounts.len())];
+            let mut to = &accounts[pick(&mut rng, accounts.len())];
             while to == from {
-                to = &accounts[rng.random_range(0..accounts.len())];
+                to = &accounts[pick(&mut rng, accounts.len())];
             }
             let transfer = TransferOp::new(&id, "p2p", from, to, rng.random_range(1..=50));
             transfer_with_retries(process, node, &target, &recorder, transfer).await;
@@ -122,6 +122,14 @@ pub async fn client(
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
     }
+}
+
+/// An account index; with many accounts, half the picks go to the first five (hot accounts).
+fn pick(rng: &mut StdRng, count: usize) -> usize {
+    if count > 50 && rng.random_bool(0.5) {
+        return rng.random_range(0..5);
+    }
+    rng.random_range(0..count)
 }
 
 async fn transfer_with_retries(

@@ -8,6 +8,8 @@
 //! Depends on `consensus` and `ledger`. Must never depend on HTTP, actors or the node binary.
 
 pub mod batcher;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod frame;
 pub mod limits;
 pub mod network;

@@ -93,6 +93,11 @@ impl PeerClient {
     }
 
     async fn call_inner(&self, body: Request) -> Result<Response, CallError> {
+        #[cfg(feature = "chaos")]
+        if crate::chaos::before_call(self.node).await {
+            // Dropped by the fault switch: the caller sees what a cut link gives, no answer.
+            std::future::pending::<()>().await;
+        }
         let _permit = self
             .inflight
             .acquire()

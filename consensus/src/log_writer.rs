@@ -96,6 +96,11 @@ fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
 
 /// Writes every job in one transaction and commits it with fsync.
 fn write_all(db: &Database, jobs: &[Job]) -> Result<(), redb::Error> {
+    // Chaos runs make the log's fsync fail ("return") or slow ("sleep(ms)") here.
+    #[cfg(feature = "chaos")]
+    fail::fail_point!("raft-log-commit", |_| Err(redb::Error::Io(
+        std::io::Error::other("fail point raft-log-commit: injected fsync failure")
+    )));
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     for job in jobs {

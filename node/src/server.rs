@@ -143,6 +143,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bootstrapper = shards.clone();
     tokio::spawn(async move { bootstrapper.bootstrap(members).await });
     tokio::spawn(expiry_timer(shards.clone()));
+    for group in shards.groups() {
+        tokio::spawn(stop_on_fatal(group.raft.clone(), pid_file.clone()));
+    }
 
     let prometheus = telemetry::install_metrics()?;
     let state = Arc::new(AppState {
@@ -214,6 +217,28 @@ async fn expiry_timer(shards: Arc<Shards>) {
                     tracing::warn!(%error, "expiring pending transfers failed; will retry");
                 }
             }
+        }
+    }
+}
+
+/// A Raft group that hit a fatal error (a failed fsync, a storage error) has stopped; the node
+/// must not go on answering as if it were whole. It exits, so supervisors (systemd, `cellpay
+/// dev`, an operator) see it and nothing is served from a node that cannot persist.
+async fn stop_on_fatal(raft: consensus::Raft, pid_file: std::path::PathBuf) {
+    let mut metrics = raft.metrics();
+    loop {
+        let state = metrics.borrow().running_state.clone();
+        if let Err(openraft::error::Fatal::Stopped) = state {
+            // A shutdown we asked for (graceful stop): not a failure.
+            return;
+        }
+        if let Err(fatal) = &state {
+            tracing::error!(%fatal, "Raft stopped on a fatal error; the node exits");
+            let _ = std::fs::remove_file(&pid_file);
+            std::process::exit(70);
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

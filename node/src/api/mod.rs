@@ -62,6 +62,17 @@ pub fn router(state: App) -> Router {
             put(ops::set_account_status),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    #[cfg(feature = "chaos")]
+    let v1 = v1.merge(
+        Router::new()
+            .route("/v1/admin/failpoints/{name}", put(ops::set_fail_point))
+            .route("/v1/admin/chaos/peers/{id}", put(ops::set_peer_fault))
+            .route(
+                "/v1/admin/chaos",
+                get(ops::peer_faults).delete(ops::heal_peer_faults),
+            )
+            .route_layer(middleware::from_fn_with_state(state.clone(), authorize)),
+    );
     Router::new()
         .merge(v1)
         .route("/health", get(ops::health))

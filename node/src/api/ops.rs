@@ -218,3 +218,45 @@ pub async fn replica(State(app): State<App>) -> Json<Value> {
     }
     Json(json!({"node_id": app.config.node_id, "groups": groups}))
 }
+
+#[cfg(feature = "chaos")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailPointBody {
+    actions: String,
+}
+
+/// Configures a fail point (chaos builds only): `{"actions": "return"}`, `"sleep(200)"`, `"off"`.
+#[cfg(feature = "chaos")]
+pub async fn set_fail_point(
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<FailPointBody>,
+) -> Result<Json<Value>, ApiError> {
+    fail::cfg(name.clone(), &body.actions).map_err(|e| ApiError::new("invalid_request", e))?;
+    tracing::warn!(%name, actions = %body.actions, "fail point configured");
+    Ok(Json(json!({"name": name, "actions": body.actions})))
+}
+
+/// The transport fault switch (chaos builds only): `PUT /v1/admin/chaos/peers/{id}` with
+/// `{"drop": true, "delay_ms": 200}` affects this node's calls to that peer; `DELETE
+/// /v1/admin/chaos` heals; `GET` shows the switch.
+#[cfg(feature = "chaos")]
+pub async fn set_peer_fault(
+    Path(peer): Path<u64>,
+    ApiJson(fault): ApiJson<cluster::chaos::PeerFault>,
+) -> Json<Value> {
+    cluster::chaos::set(peer, fault);
+    tracing::warn!(peer, ?fault, "transport fault set");
+    Json(json!(cluster::chaos::current()))
+}
+
+#[cfg(feature = "chaos")]
+pub async fn peer_faults() -> Json<Value> {
+    Json(json!(cluster::chaos::current()))
+}
+
+#[cfg(feature = "chaos")]
+pub async fn heal_peer_faults() -> Json<Value> {
+    cluster::chaos::heal();
+    Json(json!(cluster::chaos::current()))
+}

@@ -301,6 +301,12 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, node: u64, path: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.request(reqwest::Method::PUT, node, path, Some(bytes), &Auth::Token)
+            .await
+    }
+
     pub async fn post_raw(&self, node: u64, path: &str, bytes: Vec<u8>) -> (u16, Value) {
         self.request(reqwest::Method::POST, node, path, Some(bytes), &Auth::Token)
             .await
@@ -653,6 +659,32 @@ impl TestCluster {
             .spawn()
             .expect("spawn cellpay node");
         *slot = Some(child);
+    }
+
+    /// Waits up to `within` for node k to exit by itself; returns its exit status and forgets
+    /// the process (so it can be started again), or None if it is still running.
+    pub async fn exit_within(
+        &self,
+        node: u64,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            {
+                let mut children = self.children();
+                let slot = &mut children[Self::index(node)];
+                if let Some(child) = slot.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        *slot = None;
+                        return Some(status);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILL (`kill -9`) node k and reap it.
