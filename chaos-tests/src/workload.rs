@@ -267,19 +267,20 @@ pub async fn read_as(
                 true,
             )
         }
-        Reply::Answer(status, body) => {
-            let mut op = invoke.complete(OpKind::Fail, 0);
-            op.error = Some(format!("{status} {body}"));
-            (op, false)
-        }
-        Reply::NotSent(e) | Reply::Lost(e) => {
-            let mut op = invoke.complete(OpKind::Fail, 0);
-            op.error = Some(e);
-            (op, false)
-        }
+        other => (failed(&invoke, other), false),
     };
     recorder.record(op);
     ok
+}
+
+/// A read or lookup that got no usable answer: definitely no effect, with what went wrong.
+fn failed(invoke: &Op, reply: Reply) -> Op {
+    let mut op = invoke.complete(OpKind::Fail, 0);
+    op.error = Some(match reply {
+        Reply::Answer(status, body) => format!("{status} {body}"),
+        Reply::NotSent(e) | Reply::Lost(e) => e,
+    });
+    op
 }
 
 /// Looks a transfer up on one node; true when the node answered.
@@ -306,16 +307,7 @@ pub async fn lookup(
             invoke.complete(OpKind::Ok, 0).with_status("not_found"),
             true,
         ),
-        Reply::Answer(status, body) => {
-            let mut op = invoke.complete(OpKind::Fail, 0);
-            op.error = Some(format!("{status} {body}"));
-            (op, false)
-        }
-        Reply::NotSent(e) | Reply::Lost(e) => {
-            let mut op = invoke.complete(OpKind::Fail, 0);
-            op.error = Some(e);
-            (op, false)
-        }
+        other => (failed(&invoke, other), false),
     };
     recorder.record(op);
     ok

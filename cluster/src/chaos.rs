@@ -18,8 +18,7 @@ pub struct PeerFault {
     pub delay_ms: u64,
 }
 
-/// The largest delay a fault may add.
-pub const DELAY_MS_MAX: u64 = 10_000;
+use crate::limits::DELAY_MS_MAX;
 
 fn faults() -> &'static Mutex<BTreeMap<u64, PeerFault>> {
     static FAULTS: OnceLock<Mutex<BTreeMap<u64, PeerFault>>> = OnceLock::new();

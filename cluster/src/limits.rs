@@ -28,6 +28,9 @@ pub const ROUTE_ATTEMPTS_MAX: u32 = 20;
 /// Pause between routing attempts while no leader is known.
 pub const ROUTE_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The largest delay the chaos transport switch may add to a call.
+pub const DELAY_MS_MAX: u64 = 10_000;
+
 const _: () = assert!(WRITE_QUEUE_MAX <= INFLIGHT_PER_PEER_MAX);
 // A full AppendEntries frame stays far below the frame limit.
 const _: () = assert!(APPEND_WEIGHT_MAX * 256 <= FRAME_BYTES_MAX);
