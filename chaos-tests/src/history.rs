@@ -540,6 +540,39 @@ impl Recorder {
         now
     }
 
+    /// Everything recorded so far, moved out (the recorder is left empty).
+    pub fn take(&self, seed: u64, initial: BTreeMap<String, i64>) -> History {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        History {
+            seed,
+            initial,
+            healed_ns: state.healed_ns,
+            ops: std::mem::take(&mut state.ops),
+        }
+    }
+
+    /// How `process`'s latest record ended (or `Invoke` while in flight).
+    pub fn last_of(&self, process: u64) -> Option<OpKind> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .ops
+            .iter()
+            .rev()
+            .find(|op| op.process == process)
+            .map(|op| op.kind)
+    }
+
+    /// Every transfer id sent so far (by clients or probes).
+    pub fn transfer_ids(&self) -> std::collections::BTreeSet<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .ops
+            .iter()
+            .filter(|op| matches!(op.f, Func::Transfer | Func::Probe))
+            .filter_map(|op| op.transfer.as_ref().map(|t| t.id.clone()))
+            .collect()
+    }
+
     /// A copy of everything recorded so far.
     pub fn snapshot(&self, seed: u64, initial: BTreeMap<String, i64>) -> History {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

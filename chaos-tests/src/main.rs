@@ -20,9 +20,13 @@ struct Cli {
     /// The CI suite: six 50-second scenarios.
     #[arg(long)]
     ci: bool,
-    /// Soak: scenarios back to back for this long (e.g. 30m), seeds counting up.
+    /// Soak: one 5-node cluster for this long (e.g. 30m); faults change every minute, about a
+    /// quarter of the minutes quiet; the history is checked every --check-every.
     #[arg(long)]
     soak: Option<String>,
+    /// How often a soak pauses to check its history.
+    #[arg(long, default_value = "10m")]
+    check_every: String,
     /// First seed of --ci or --soak (default: from the clock, printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -67,21 +71,73 @@ fn config(seed: u64, scenario: Scenario, seconds: u64, out: PathBuf) -> RunConfi
 async fn one(config: RunConfig) -> anyhow::Result<bool> {
     let started = Instant::now();
     let result = runner::run(&config).await?;
-    let passed = result.report.violations.is_empty() && result.problems.is_empty();
+    print_result(
+        &format!("seed {} scenario {}", config.seed, config.scenario.name()),
+        started,
+        &result,
+    );
+    Ok(result.passed())
+}
+
+fn print_result(what: &str, started: Instant, result: &runner::RunResult) {
     for problem in &result.problems {
-        println!("[nemesis] {problem} (seed {})", config.seed);
+        println!("[nemesis] {problem} ({what})");
     }
     println!(
-        "{} seed {} scenario {} ({}) in {:.0}s: {} faults\n{}",
-        if passed { "PASS" } else { "FAIL" },
-        config.seed,
-        config.scenario.name(),
+        "{} {what} ({}) in {:.0}s: {} faults\n{}",
+        if result.passed() { "PASS" } else { "FAIL" },
         result.mode,
         started.elapsed().as_secs_f64(),
         result.faults.len(),
         result.report
     );
-    Ok(passed)
+}
+
+/// The soak's totals over every checked stretch.
+fn print_soak_summary(seed: u64, soak: &runner::SoakResult) {
+    let ops: usize = soak.stretches.iter().map(|r| r.report.stats.ops).sum();
+    let attempts: usize = soak
+        .stretches
+        .iter()
+        .map(|r| r.report.stats.transfer_attempts)
+        .sum();
+    let faults: Vec<&String> = soak
+        .stretches
+        .iter()
+        .flat_map(|r| &r.faults)
+        .filter(|f| *f != "quiet period")
+        .collect();
+    let quiet = soak
+        .stretches
+        .iter()
+        .flat_map(|r| &r.faults)
+        .filter(|f| *f == "quiet period")
+        .count();
+    let mut windows: Vec<u64> = soak
+        .stretches
+        .iter()
+        .flat_map(|r| r.report.windows.iter().map(|w| w.duration_ms()))
+        .collect();
+    windows.sort_unstable();
+    let at = |q: f64| {
+        let i = ((windows.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        windows
+            .get(i)
+            .map_or("-".to_string(), |ms| format!("{ms} ms"))
+    };
+    println!(
+        "soak seed {seed} ({}): {} checked stretches, {ops} ops, {attempts} transfer attempts, \
+         {} faults, {quiet} quiet periods; unavailability {} windows, p50 {}, p99 {}, max {}",
+        soak.mode,
+        soak.stretches.len(),
+        faults.len(),
+        windows.len(),
+        at(0.5),
+        at(0.99),
+        windows
+            .last()
+            .map_or("-".to_string(), |ms| format!("{ms} ms")),
+    );
 }
 
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
@@ -139,21 +195,29 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     } else if let Some(soak) = cli.soak {
-        let until = Instant::now() + parse_duration(&soak)?;
-        let mut seed = first_seed;
-        while Instant::now() < until {
-            let scenario = Scenario::ALL[usize::try_from(seed % 6).expect("small")];
-            runs += 1;
-            // Soak shape: 5 nodes, 200 accounts with 5 hot ones, a minute per scenario.
-            let soak = RunConfig {
-                nodes: 5,
-                accounts: 200,
-                clients: 16,
-                ..config(seed, scenario, 60, cli.out.clone())
-            };
-            failed += usize::from(!one(soak).await?);
-            seed += 1;
-        }
+        // Soak shape: 5 nodes, 200 accounts with 5 hot ones, faults changing every minute.
+        let config = runner::SoakConfig {
+            seed: first_seed,
+            nodes: 5,
+            accounts: 200,
+            clients: 16,
+            duration: parse_duration(&soak)?,
+            check_every: parse_duration(&cli.check_every)?,
+            period: Duration::from_secs(60),
+            out: cli.out.clone(),
+        };
+        let started = Instant::now();
+        let result = runner::soak(&config, |number, result| {
+            print_result(
+                &format!("soak seed {first_seed} stretch {number}"),
+                started,
+                result,
+            );
+        })
+        .await?;
+        runs = result.stretches.len();
+        failed = result.stretches.iter().filter(|r| !r.passed()).count();
+        print_soak_summary(first_seed, &result);
     } else {
         anyhow::bail!("say `run --seed N --scenario NAME`, `--ci` or `--soak 30m`");
     }

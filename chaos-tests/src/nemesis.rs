@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -64,6 +64,18 @@ enum Fault {
     Delay,
     /// The node's next Raft log fsync fails (fail point): it must stop, not serve on.
     DiskFail,
+    /// Every Raft log fsync of the node takes 20-300 ms longer (fail point `sleep`).
+    SlowDisk,
+}
+
+/// What the nemesis does over a run.
+#[derive(Clone, Copy, Debug)]
+pub enum Plan {
+    /// Faults of the scenario's kinds, one after another, with 1-4 s quiet between them.
+    Scenario(Scenario),
+    /// Soak: every `period` the nemesis picks one kind of fault from the whole mix (or, about
+    /// a quarter of the time, a quiet period) and repeats it until the period ends.
+    Soak { period: Duration },
 }
 
 /// `network`: partitions can be made (namespaces, or the transport switch); `lab`: packet loss
@@ -89,6 +101,7 @@ fn choose(scenario: Scenario, network: bool, lab: bool, switch: bool, rng: &mut 
     }
     if switch {
         degraded.push(Fault::Delay);
+        degraded.push(Fault::SlowDisk);
     }
     match scenario {
         Scenario::CrashRestart if switch => pick(
@@ -176,7 +189,7 @@ async fn leader(cluster: &Mutex<Cluster>) -> Option<u64> {
 /// Applies faults until `stop`, then heals whatever is still broken.
 pub async fn run(
     seed: u64,
-    scenario: Scenario,
+    plan: Plan,
     cluster: Arc<Mutex<Cluster>>,
     stop: Arc<AtomicBool>,
 ) -> NemesisLog {
@@ -185,41 +198,80 @@ pub async fn run(
     let lab = matches!(cluster.lock().await.mode, Mode::Lab(_));
     let switch = switch_available(&*cluster.lock().await).await;
     let network = lab || switch;
-    let nodes = cluster.lock().await.nodes.len() as u64;
-    while !stop.load(Ordering::Relaxed) {
-        // About a quarter of the time is quiet.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..4_000))).await;
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let fault = choose(scenario, network, lab, switch, &mut rng);
-        let random = rng.random_range(1..=nodes);
-        let hold = Duration::from_millis(rng.random_range(1_000..5_000));
-        let target = match fault {
-            Fault::KillLeader | Fault::PauseLeader | Fault::IsolateLeader => {
-                leader(&cluster).await.unwrap_or(random)
-            }
-            _ => random,
-        };
-        let description = apply(&cluster, fault, target, &mut rng).await;
-        if matches!(fault, Fault::DiskFail) {
-            if let Some(problem) = await_disk_stop(&cluster, target).await {
-                log.problems.push(problem);
+    let stopped = || stop.load(Ordering::Relaxed);
+    match plan {
+        Plan::Scenario(scenario) => {
+            while !stopped() {
+                let fault = choose(scenario, network, lab, switch, &mut rng);
+                if !one_fault(&cluster, fault, &mut rng, &mut log, &stop).await {
+                    break;
+                }
             }
         }
-        log.faults.push(description.clone());
-        eprintln!("nemesis: {description} for {:.1}s", hold.as_secs_f64());
-        let pause_hold = Duration::from_millis(rng.random_range(2_000..8_000));
-        let wait = if matches!(fault, Fault::PauseLeader | Fault::PauseRandom) {
-            pause_hold
-        } else {
-            hold
-        };
-        tokio::time::sleep(wait).await;
-        heal(&cluster).await;
+        Plan::Soak { period } => {
+            while !stopped() {
+                let ends = Instant::now() + period;
+                if rng.random_bool(0.25) {
+                    log.faults.push("quiet period".to_string());
+                    eprintln!("nemesis: quiet for {:.0}s", period.as_secs_f64());
+                    while !stopped() && Instant::now() < ends {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    continue;
+                }
+                let fault = choose(Scenario::Mix, network, lab, switch, &mut rng);
+                eprintln!("nemesis: period of {fault:?}");
+                while !stopped() && Instant::now() < ends {
+                    if !one_fault(&cluster, fault, &mut rng, &mut log, &stop).await {
+                        break;
+                    }
+                }
+            }
+        }
     }
     heal(&cluster).await;
     log
+}
+
+/// A quiet gap of 1-4 s (about a quarter of the time), then one fault of the kind, held, then
+/// healed. False when `stop` came during the gap (no fault applied).
+async fn one_fault(
+    cluster: &Mutex<Cluster>,
+    fault: Fault,
+    rng: &mut StdRng,
+    log: &mut NemesisLog,
+    stop: &AtomicBool,
+) -> bool {
+    tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..4_000))).await;
+    if stop.load(Ordering::Relaxed) {
+        return false;
+    }
+    let nodes = cluster.lock().await.nodes.len() as u64;
+    let random = rng.random_range(1..=nodes);
+    let hold = Duration::from_millis(rng.random_range(1_000..5_000));
+    let target = match fault {
+        Fault::KillLeader | Fault::PauseLeader | Fault::IsolateLeader => {
+            leader(cluster).await.unwrap_or(random)
+        }
+        _ => random,
+    };
+    let description = apply(cluster, fault, target, rng).await;
+    if matches!(fault, Fault::DiskFail) {
+        if let Some(problem) = await_disk_stop(cluster, target).await {
+            log.problems.push(problem);
+        }
+    }
+    log.faults.push(description.clone());
+    eprintln!("nemesis: {description} for {:.1}s", hold.as_secs_f64());
+    let pause_hold = Duration::from_millis(rng.random_range(2_000..8_000));
+    let wait = if matches!(fault, Fault::PauseLeader | Fault::PauseRandom) {
+        pause_hold
+    } else {
+        hold
+    };
+    tokio::time::sleep(wait).await;
+    heal(cluster).await;
+    true
 }
 
 async fn apply(cluster: &Mutex<Cluster>, fault: Fault, target: u64, rng: &mut StdRng) -> String {
@@ -278,25 +330,33 @@ async fn apply(cluster: &Mutex<Cluster>, fault: Fault, target: u64, rng: &mut St
             }
             format!("one-way: node {target} receives no calls (transport switch)")
         }
+        (Fault::SlowDisk, _) => {
+            let delay_ms: u64 = rng.random_range(20..=300);
+            let sent = set_fail_point(&guard, target, &format!("sleep({delay_ms})")).await;
+            format!("slow node {target}'s log fsyncs by {delay_ms} ms ({sent})")
+        }
         (Fault::DiskFail, _) => {
-            let url = guard.url(target, "/v1/admin/failpoints/raft-log-commit");
-            let body = serde_json::json!({"actions": "return"});
-            let sent = guard
-                .client
-                .put(url)
-                .bearer_auth(&guard.token)
-                .json(&body)
-                .send()
-                .await;
-            format!(
-                "fail node {target}'s next log fsync ({})",
-                sent.map_or_else(|e| e.to_string(), |r| r.status().to_string())
-            )
+            let sent = set_fail_point(&guard, target, "return").await;
+            format!("fail node {target}'s next log fsync ({sent})")
         }
         (Fault::Loss, Mode::Loopback) => {
             "packet loss skipped (loopback mode, no nftables)".to_string()
         }
     }
+}
+
+/// Configures the `raft-log-commit` fail point of a node; says how the node answered.
+async fn set_fail_point(cluster: &Cluster, node: u64, actions: &str) -> String {
+    let url = cluster.url(node, "/v1/admin/failpoints/raft-log-commit");
+    let body = serde_json::json!({ "actions": actions });
+    let sent = cluster
+        .client
+        .put(url)
+        .bearer_auth(&cluster.token)
+        .json(&body)
+        .send()
+        .await;
+    sent.map_or_else(|e| e.to_string(), |r| r.status().to_string())
 }
 
 /// Restores the network and every process.
@@ -330,6 +390,8 @@ pub async fn heal(cluster: &Mutex<Cluster>) {
             .bearer_auth(&guard.token)
             .send()
             .await;
+        // A slow disk heals: "off" leaves the fail point inert.
+        set_fail_point(&guard, node, "off").await;
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::checker::{self, Report};
 use crate::history::{Func, History, Op, OpKind, Recorder, TransferOp};
-use crate::nemesis::{self, Scenario};
+use crate::nemesis::{self, Plan, Scenario};
 use crate::net::{lab_available, Lab};
 use crate::nodes::{Cluster, Mode};
 use crate::workload::{self, Target};
@@ -28,6 +28,20 @@ pub struct RunConfig {
     pub out: PathBuf,
 }
 
+/// A soak: one long-lived cluster; faults change every `period`, the history is checked every
+/// `check_every` (the workload pauses, faults heal, final reads and the checker run, then the
+/// next stretch starts from the balances those reads saw).
+pub struct SoakConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub accounts: usize,
+    pub clients: u64,
+    pub duration: Duration,
+    pub check_every: Duration,
+    pub period: Duration,
+    pub out: PathBuf,
+}
+
 pub struct RunResult {
     pub report: Report,
     pub faults: Vec<String>,
@@ -36,108 +50,213 @@ pub struct RunResult {
     pub mode: &'static str,
 }
 
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.report.violations.is_empty() && self.problems.is_empty()
+    }
+}
+
 const PER_ACCOUNT: u64 = 100_000;
 const RECOVERY_WINDOW: Duration = Duration::from_secs(20);
 
-pub async fn run(config: &RunConfig) -> anyhow::Result<RunResult> {
-    let forced_loopback = std::env::var("CELLPAY_CHAOS_LOOPBACK").is_ok_and(|v| v == "1");
-    let available = if forced_loopback {
-        Err("CELLPAY_CHAOS_LOOPBACK=1".to_string())
-    } else {
-        lab_available()
-    };
-    let mode = match available {
-        Ok(()) => Mode::Lab(Lab::create(config.nodes)?),
-        Err(reason) => {
-            eprintln!("chaos: network namespaces unavailable ({reason}); loopback mode");
-            Mode::Loopback
+/// A running cluster with its funded accounts, between checked stretches of workload.
+struct Session {
+    cluster: Arc<Mutex<Cluster>>,
+    target: Target,
+    accounts: Arc<Vec<String>>,
+    /// Every balance at the start of the next stretch (a consistent read, all quiet).
+    initial: std::collections::BTreeMap<String, i64>,
+    mode: &'static str,
+    _scratch: tempfile::TempDir,
+}
+
+/// One checked stretch of workload and faults.
+struct Stretch {
+    seed: u64,
+    /// Transfer ids start with it, so ids stay unique over a soak's stretches.
+    prefix: String,
+    plan: Plan,
+    clients: u64,
+    duration: Duration,
+    evidence: PathBuf,
+}
+
+impl Session {
+    async fn start(
+        seed: u64,
+        scenario: &str,
+        nodes: usize,
+        accounts: usize,
+    ) -> anyhow::Result<Self> {
+        let forced_loopback = std::env::var("CELLPAY_CHAOS_LOOPBACK").is_ok_and(|v| v == "1");
+        let available = if forced_loopback {
+            Err("CELLPAY_CHAOS_LOOPBACK=1".to_string())
+        } else {
+            lab_available()
+        };
+        let mode = match available {
+            Ok(()) => Mode::Lab(Lab::create(nodes)?),
+            Err(reason) => {
+                eprintln!("chaos: network namespaces unavailable ({reason}); loopback mode");
+                Mode::Loopback
+            }
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("cellpay-chaos-")
+            .tempdir()?;
+        let mut cluster = Cluster::create(nodes, &scratch.path().join("cluster"), mode)?;
+        let mode_name = cluster.mode_name();
+        eprintln!("chaos: seed {seed} scenario {scenario} mode {mode_name}");
+        for k in 1..=nodes as u64 {
+            cluster.start(k)?;
         }
-    };
-    let scratch = tempfile::Builder::new()
-        .prefix("cellpay-chaos-")
-        .tempdir()?;
-    let mut cluster = Cluster::create(config.nodes, &scratch.path().join("cluster"), mode)?;
-    let mode_name = cluster.mode_name();
-    eprintln!(
-        "chaos: seed {} scenario {} mode {mode_name}",
-        config.seed,
-        config.scenario.name()
-    );
-    for k in 1..=config.nodes as u64 {
-        cluster.start(k)?;
+        cluster
+            .wait_for_leader(Duration::from_secs(30))
+            .await
+            .context("no leader after start")?;
+        let target = Target {
+            urls: (1..=nodes as u64).map(|k| cluster.url(k, "")).collect(),
+            token: cluster.token.clone(),
+            client: cluster.client.clone(),
+        };
+        let accounts = Arc::new(workload::account_ids(accounts));
+        let initial = workload::setup(&target, &accounts, PER_ACCOUNT).await?;
+        Ok(Session {
+            cluster: Arc::new(Mutex::new(cluster)),
+            target,
+            accounts,
+            initial,
+            mode: mode_name,
+            _scratch: scratch,
+        })
     }
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .context("no leader after start")?;
-    let target = Target {
-        urls: (1..=config.nodes as u64)
-            .map(|k| cluster.url(k, ""))
-            .collect(),
-        token: cluster.token.clone(),
-        client: cluster.client.clone(),
-    };
-    let accounts = Arc::new(workload::account_ids(config.accounts));
-    let initial = workload::setup(&target, &accounts, PER_ACCOUNT).await?;
-    let cluster = Arc::new(Mutex::new(cluster));
-    let recorder = Arc::new(Recorder::new());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for process in 0..config.clients {
-        let task = workload::client(
-            process,
-            config.seed,
-            target.clone(),
-            accounts.clone(),
-            recorder.clone(),
+    /// Workload and nemesis for the stretch, then heal, probe, final reads and check. The next
+    /// stretch starts from the consistent read taken here.
+    async fn stretch(&mut self, stretch: &Stretch) -> anyhow::Result<RunResult> {
+        let recorder = Arc::new(Recorder::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for process in 0..stretch.clients {
+            let task = workload::client(
+                workload::Client {
+                    process,
+                    seed: stretch.seed,
+                    prefix: stretch.prefix.clone(),
+                },
+                self.target.clone(),
+                self.accounts.clone(),
+                recorder.clone(),
+                stop.clone(),
+            );
+            clients.push(tokio::spawn(task));
+        }
+        let nemesis = tokio::spawn(nemesis::run(
+            stretch.seed,
+            stretch.plan,
+            self.cluster.clone(),
             stop.clone(),
-        );
-        clients.push(tokio::spawn(task));
-    }
-    let nemesis = tokio::spawn(nemesis::run(
-        config.seed,
-        config.scenario,
-        cluster.clone(),
-        stop.clone(),
-    ));
-    let order = Arc::new(std::sync::Mutex::new(LogOrder::default()));
-    let poller = tokio::spawn(poll_log(target.clone(), order.clone(), stop.clone()));
-    tokio::time::sleep(config.duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let log = nemesis.await?;
-    for client in clients {
-        client.await?;
-    }
-    nemesis::heal(&cluster).await;
-    recorder.mark_healed();
-    probe(&target, &recorder, &accounts).await;
-    final_reads(&cluster, &target, &recorder).await;
-    poller.await?;
-    let mut order = std::mem::take(
-        &mut *order
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    order.fetch(&target).await;
+        ));
+        tokio::time::sleep(stretch.duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let log = nemesis.await?;
+        for client in clients {
+            client.await?;
+        }
+        nemesis::heal(&self.cluster).await;
+        recorder.mark_healed();
+        probe(&self.target, &recorder, &self.accounts, &stretch.prefix).await;
+        let settled = final_reads(&self.cluster, &self.target, &recorder).await;
 
-    let mut history = recorder.snapshot(config.seed, initial);
-    order.annotate(&mut history);
-    let report = checker::check(&history);
-    if !report.violations.is_empty() || !log.problems.is_empty() {
-        let guard = cluster.lock().await;
-        keep_evidence(config, &history, &report, &guard)?;
+        let initial = std::mem::take(&mut self.initial);
+        let mut history = recorder.take(stretch.seed, initial);
+        assign_single_group(&mut history);
+        let report = checker::check(&history);
+        if !report.violations.is_empty() || !log.problems.is_empty() {
+            let guard = self.cluster.lock().await;
+            keep_evidence(&stretch.evidence, &history, &report, &guard)?;
+        }
+        match settled {
+            Some(balances) => self.initial = balances,
+            None => anyhow::bail!("no consistent read of every account after healing"),
+        }
+        Ok(RunResult {
+            report,
+            faults: log.faults,
+            problems: log.problems,
+            mode: self.mode,
+        })
     }
-    Ok(RunResult {
-        report,
-        faults: log.faults,
-        problems: log.problems,
-        mode: mode_name,
+}
+
+/// One scenario on a fresh cluster.
+pub async fn run(config: &RunConfig) -> anyhow::Result<RunResult> {
+    let mut session = Session::start(
+        config.seed,
+        config.scenario.name(),
+        config.nodes,
+        config.accounts,
+    )
+    .await?;
+    session
+        .stretch(&Stretch {
+            seed: config.seed,
+            prefix: String::new(),
+            plan: Plan::Scenario(config.scenario),
+            clients: config.clients,
+            duration: config.duration,
+            evidence: config.out.join(config.seed.to_string()),
+        })
+        .await
+}
+
+/// What a soak did, stretch by stretch.
+pub struct SoakResult {
+    pub stretches: Vec<RunResult>,
+    pub mode: &'static str,
+}
+
+/// A soak (see [`SoakConfig`]); stops at the first stretch that fails. `report` is called with
+/// each stretch's number and result as soon as it is checked.
+pub async fn soak(
+    config: &SoakConfig,
+    mut report: impl FnMut(u64, &RunResult),
+) -> anyhow::Result<SoakResult> {
+    let mut session = Session::start(config.seed, "soak", config.nodes, config.accounts).await?;
+    let started = Instant::now();
+    let mut stretches = Vec::new();
+    let mut number = 0u64;
+    while started.elapsed() < config.duration {
+        number += 1;
+        let left = config.duration.saturating_sub(started.elapsed());
+        let seed = config.seed.wrapping_add(number - 1);
+        let result = session
+            .stretch(&Stretch {
+                seed,
+                prefix: format!("s{number}-"),
+                plan: Plan::Soak {
+                    period: config.period,
+                },
+                clients: config.clients,
+                duration: config.check_every.min(left).max(config.period),
+                evidence: config.out.join(format!("{}-{number}", config.seed)),
+            })
+            .await?;
+        report(number, &result);
+        let passed = result.passed();
+        stretches.push(result);
+        if !passed {
+            break;
+        }
+    }
+    Ok(SoakResult {
+        stretches,
+        mode: session.mode,
     })
 }
 
 /// After healing: a transfer and a read must succeed on every node within the window.
-async fn probe(target: &Target, recorder: &Recorder, accounts: &[String]) {
+async fn probe(target: &Target, recorder: &Recorder, accounts: &[String], prefix: &str) {
     let started = Instant::now();
     for node in 0..target.urls.len() {
         let process = 20_000 + node as u64;
@@ -147,7 +266,7 @@ async fn probe(target: &Target, recorder: &Recorder, accounts: &[String]) {
         while !(transferred && read) && started.elapsed() < RECOVERY_WINDOW {
             attempt += 1;
             if !transferred {
-                let id = format!("probe-{node}-{attempt}");
+                let id = format!("{prefix}probe-{node}-{attempt}");
                 let transfer = TransferOp::new(&id, "p2p", &accounts[0], &accounts[1], 1);
                 let unknown =
                     workload::transfer_as(process, node, target, recorder, &transfer, Func::Probe)
@@ -167,35 +286,33 @@ async fn probe(target: &Target, recorder: &Recorder, accounts: &[String]) {
 }
 
 fn last_ok(recorder: &Recorder, process: u64) -> bool {
-    let history = recorder.snapshot(0, Default::default());
-    history
-        .ops
-        .iter()
-        .rev()
-        .find(|op| op.process == process)
-        .is_some_and(|op| op.kind == OpKind::Ok)
+    recorder
+        .last_of(process)
+        .is_some_and(|kind| kind == OpKind::Ok)
 }
 
-/// Every node's view of every account and of every transfer id the run used.
-async fn final_reads(cluster: &Mutex<Cluster>, target: &Target, recorder: &Recorder) {
+/// Every node's view of every account and of every transfer id the run used. Returns the
+/// consistent read of every account, if the leader gave one.
+async fn final_reads(
+    cluster: &Mutex<Cluster>,
+    target: &Target,
+    recorder: &Recorder,
+) -> Option<std::collections::BTreeMap<String, i64>> {
     {
         let guard = cluster.lock().await;
         let _ = guard.wait_for_leader(Duration::from_secs(30)).await;
     }
     // A consistent read of everything through the leader (conservation on a live snapshot).
     let invoke = recorder.record(Op::invoke(29_999, Func::ReadAll, 0, 1));
-    let op = match workload::read_all(target, 0).await {
-        Some(balances) => invoke.complete(OpKind::Ok, 0).with_balances(balances),
+    let consistent = workload::read_all(target, 0).await;
+    let op = match &consistent {
+        Some(balances) => invoke
+            .complete(OpKind::Ok, 0)
+            .with_balances(balances.clone()),
         None => invoke.complete(OpKind::Fail, 0),
     };
     recorder.record(op);
-    let ids: std::collections::BTreeSet<String> = recorder
-        .snapshot(0, Default::default())
-        .ops
-        .iter()
-        .filter(|op| matches!(op.f, Func::Transfer | Func::Probe))
-        .filter_map(|op| op.transfer.as_ref().map(|t| t.id.clone()))
-        .collect();
+    let ids = recorder.transfer_ids();
     let replicas = settled_replicas(target).await;
     for (node, replica) in replicas.iter().enumerate() {
         let process = 30_000 + node as u64;
@@ -216,6 +333,7 @@ async fn final_reads(cluster: &Mutex<Cluster>, target: &Target, recorder: &Recor
             workload::lookup(process, node, target, recorder, id, Func::FinalLookup).await;
         }
     }
+    consistent
 }
 
 /// One node's own replica, read locally (`/v1/admin/replica`).
@@ -268,13 +386,12 @@ async fn settled_replicas(target: &Target) -> Vec<Option<Replica>> {
 }
 
 fn keep_evidence(
-    config: &RunConfig,
+    dir: &std::path::Path,
     history: &History,
     report: &Report,
     cluster: &Cluster,
 ) -> anyhow::Result<()> {
-    let dir = config.out.join(config.seed.to_string());
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     history.write_jsonl(&dir.join("history.jsonl"))?;
     std::fs::write(dir.join("report.txt"), report.to_string())?;
     for node in &cluster.nodes {
@@ -285,83 +402,12 @@ fn keep_evidence(
     Ok(())
 }
 
-/// Where each transfer id was first applied in the Raft log: (index, position in the entry).
-#[derive(Default)]
-struct LogOrder {
-    next: u64,
-    first: std::collections::HashMap<String, (u64, u32)>,
-}
-
-impl LogOrder {
-    /// Reads newly committed entries from any node that answers.
-    async fn fetch(&mut self, target: &Target) {
-        let from = self.next.max(1);
-        for url in &target.urls {
-            let request = target
-                .client
-                .get(format!("{url}/v1/admin/log?from={from}&limit=10000"));
-            let Ok(response) = request.bearer_auth(&target.token).send().await else {
-                continue;
-            };
-            let Ok(body) = response.json::<serde_json::Value>().await else {
-                continue;
-            };
-            let Some(entries) = body["entries"].as_array() else {
-                continue;
-            };
-            for entry in entries {
-                let Some(index) = entry["index"].as_u64() else {
-                    continue;
-                };
-                let ids = entry["transfers"].as_array().cloned().unwrap_or_default();
-                for (pos, id) in ids.iter().enumerate() {
-                    if let Some(id) = id.as_str() {
-                        let pos = u32::try_from(pos).unwrap_or(u32::MAX);
-                        self.first.entry(id.to_string()).or_insert((index, pos));
-                    }
-                }
-                self.next = self.next.max(index + 1);
-            }
-            if !entries.is_empty() && entries.len() < 10_000 {
-                return;
-            }
-            if entries.is_empty() {
-                return;
-            }
+/// This version runs one Raft group for every shard: operations the server answered without a
+/// shard (failures, unknown outcomes) belong to group 0's stream too.
+fn assign_single_group(history: &mut History) {
+    for op in &mut history.ops {
+        if matches!(op.f, Func::Transfer | Func::Read | Func::Probe) && op.shard.is_none() {
+            op.shard = Some(0);
         }
     }
-
-    /// Gives every definite transfer answer its place in the log.
-    fn annotate(&self, history: &mut History) {
-        for op in &mut history.ops {
-            // One Raft group serves every shard in this version: every transfer and read,
-            // failed or not, belongs to group 0's stream.
-            if matches!(op.f, Func::Transfer | Func::Read | Func::Probe) && op.shard.is_none() {
-                op.shard = Some(0);
-            }
-            if !matches!(op.f, Func::Transfer | Func::Probe) || op.kind != OpKind::Ok {
-                continue;
-            }
-            let Some(transfer) = &op.transfer else {
-                continue;
-            };
-            if let Some((index, pos)) = self.first.get(&transfer.id) {
-                op.shard = Some(0);
-                op.log_index = Some(*index);
-                op.log_pos = Some(*pos);
-            }
-        }
-    }
-}
-
-/// Follows the committed log during the run, so entries purged behind snapshots are seen.
-async fn poll_log(target: Target, order: Arc<std::sync::Mutex<LogOrder>>, stop: Arc<AtomicBool>) {
-    let mut local = LogOrder::default();
-    while !stop.load(Ordering::Relaxed) {
-        local.fetch(&target).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    *order
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = local;
 }

@@ -88,10 +88,21 @@ pub async fn setup(
     Ok(initial)
 }
 
+/// Who a client is: its process number, the seed of its choices, and the prefix of its
+/// transfer ids (`<prefix>c<process>-<n>`).
+pub struct Client {
+    pub process: u64,
+    pub seed: u64,
+    pub prefix: String,
+}
+
 /// One client: loops until `stop`, choosing transfers (70%), reads (20%) and lookups (10%).
 pub async fn client(
-    process: u64,
-    seed: u64,
+    Client {
+        process,
+        seed,
+        prefix,
+    }: Client,
     target: Target,
     accounts: Arc<Vec<String>>,
     recorder: Arc<Recorder>,
@@ -105,7 +116,7 @@ pub async fn client(
         let roll = rng.random_range(0..100);
         if roll < 70 {
             sequence += 1;
-            let id = format!("c{process}-{sequence}");
+            let id = format!("{prefix}c{process}-{sequence}");
             let from = &accounts[pick(&mut rng, accounts.len())];
             let mut to = &accounts[pick(&mut rng, accounts.len())];
             while to == from {
@@ -297,12 +308,12 @@ pub async fn lookup(
         recorder.record(Op::invoke(process, f, 0, node as u64 + 1).with_transfer(transfer));
     let url = format!("{}/v1/transfers/{id}", target.urls[node]);
     let (op, ok) = match send(target, target.client.get(url)).await {
-        Reply::Answer(200, body) => (
-            invoke
+        Reply::Answer(200, body) => {
+            let op = invoke
                 .complete(OpKind::Ok, 0)
-                .with_status(body["status"].as_str().unwrap_or("")),
-            true,
-        ),
+                .with_status(body["status"].as_str().unwrap_or(""));
+            (with_log(op, &body), true)
+        }
         Reply::Answer(404, _) => (
             invoke.complete(OpKind::Ok, 0).with_status("not_found"),
             true,

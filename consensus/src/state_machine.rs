@@ -10,7 +10,7 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use ledger::{Currency, Ledger, Outcome, LEDGER_FORMAT_VERSION};
+use ledger::{At, Currency, Ledger, Outcome, LEDGER_FORMAT_VERSION};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{AnyError, EntryPayload, StorageIOError};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -246,9 +246,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Status(Ok(())),
-                EntryPayload::Normal(request) => {
-                    state.ledger.apply(&request.command, request.at_ms)
-                }
+                EntryPayload::Normal(request) => state.ledger.apply_at(
+                    &request.command,
+                    At {
+                        ms: request.at_ms,
+                        log_index: entry.log_id.index,
+                        log_pos: 0,
+                    },
+                ),
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Status(Ok(()))

@@ -34,6 +34,8 @@ pub use ids::{shard_of, AccountId, Currency, IdError, ShardId, TransferId};
 pub use query::{Answer, Query};
 pub use state::{Ledger, LEDGER_FORMAT_VERSION};
 pub use tariff::{FeeBand, Tariff};
-pub use transfer::{Accepted, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome};
+pub use transfer::{
+    Accepted, At, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome,
+};
 pub use transfer::{TransferRequest, TransferStatus};
 pub use views::{AccountView, EntryView, Summary, TransferView};

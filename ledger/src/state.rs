@@ -17,12 +17,14 @@ use crate::limits::{
 };
 use crate::limits::{TIMEOUT_S_MAX, TIMEOUT_S_MIN};
 use crate::tariff::Tariff;
-use crate::transfer::{Accepted, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome};
+use crate::transfer::{
+    Accepted, At, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome,
+};
 use crate::transfer::{TransferRequest, TransferStatus};
 use crate::views::{AccountView, EntryView, Summary, TransferView};
 
 /// Version of the snapshot encoding of [`Ledger`]; bump on any change of its fields.
-pub const LEDGER_FORMAT_VERSION: u32 = 1;
+pub const LEDGER_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -258,27 +260,36 @@ impl Ledger {
         );
     }
 
-    /// Applies one command at the leader-assigned time `at_ms`. Deterministic: the same state and
-    /// command give the same outcome and the same next state on every replica.
+    /// [`Ledger::apply_at`] at time `at_ms`, as if at the head of log entry 0 (tests, tools).
     pub fn apply(&mut self, command: &Command, at_ms: u64) -> Outcome {
+        self.apply_at(command, At::ms(at_ms))
+    }
+
+    /// Applies one command at `at` (leader-assigned time and log entry). Deterministic: the same state and
+    /// command give the same outcome and the same next state on every replica.
+    pub fn apply_at(&mut self, command: &Command, at: At) -> Outcome {
         match command {
-            Command::CreateAccount(new) => Outcome::Account(self.create_account(new, at_ms)),
-            Command::Transfer(request) => Outcome::Transfer(self.transfer_once(request, at_ms)),
+            Command::CreateAccount(new) => Outcome::Account(self.create_account(new, at)),
+            Command::Transfer(request) => Outcome::Transfer(self.transfer_once(request, at)),
             Command::Batch(requests) => {
                 if requests.len() > BATCH_MAX {
                     return Outcome::Batch(Vec::new());
                 }
                 let results = requests
                     .iter()
-                    .map(|request| self.transfer_once(request, at_ms))
+                    .enumerate()
+                    .map(|(pos, request)| {
+                        let log_pos = u32::try_from(pos).expect("bounded by BATCH_MAX");
+                        self.transfer_once(request, At { log_pos, ..at })
+                    })
                     .collect();
                 Outcome::Batch(results)
             }
-            Command::Post(id) => Outcome::Record(self.post(id, at_ms)),
+            Command::Post(id) => Outcome::Record(self.post(id, at)),
             Command::Void(id) => Outcome::Record(self.void(id)),
-            Command::Reverse(request) => Outcome::Transfer(self.reverse(request, at_ms)),
+            Command::Reverse(request) => Outcome::Transfer(self.reverse(request, at)),
             Command::ExpirePending => Outcome::Expired {
-                voided: self.expire(at_ms),
+                voided: self.expire(at),
             },
             Command::SetTariff(tariff) => {
                 if tariff.validate().is_err() {
@@ -293,7 +304,7 @@ impl Ledger {
         }
     }
 
-    fn create_account(&mut self, new: &NewAccount, at_ms: u64) -> Result<AccountView, Code> {
+    fn create_account(&mut self, new: &NewAccount, at: At) -> Result<AccountView, Code> {
         if new.kind == AccountKind::System || new.name.len() > TEXT_BYTES_MAX {
             return Err(Code::InvalidRequest);
         }
@@ -310,7 +321,7 @@ impl Ledger {
             pending_out: 0,
             pending_in: 0,
             entries: Default::default(),
-            created_at_ms: at_ms,
+            created_at_ms: at.ms,
         };
         let view = AccountView::of(&account);
         self.accounts.insert(new.id.clone(), account);
@@ -327,7 +338,7 @@ impl Ledger {
     }
 
     /// Idempotent by id: a retry with an equal request gets the first answer back.
-    fn transfer_once(&mut self, request: &TransferRequest, at_ms: u64) -> TransferOutcome {
+    fn transfer_once(&mut self, request: &TransferRequest, at: At) -> TransferOutcome {
         if let Some(existing) = self.transfers.get(&request.id) {
             if existing.origin == Origin::Request(request.clone()) {
                 return existing.answer.clone();
@@ -352,14 +363,14 @@ impl Ledger {
                     (&request.from, &request.to),
                     request.amount,
                     code,
-                    at_ms,
+                    at,
                 );
             }
         };
         if request.pending {
-            self.hold(request, fee, at_ms)
+            self.hold(request, fee, at)
         } else {
-            self.complete(request, fee, at_ms)
+            self.complete(request, fee, at)
         }
     }
 
@@ -422,7 +433,7 @@ impl Ledger {
         (from, to): (&AccountId, &AccountId),
         amount: u64,
         code: Code,
-        at_ms: u64,
+        at: At,
     ) -> TransferOutcome {
         let id = match &origin {
             Origin::Request(request) => request.id.clone(),
@@ -431,6 +442,8 @@ impl Ledger {
         let answer = TransferOutcome::Rejected {
             id: id.clone(),
             code,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
         };
         let currency = match &origin {
             Origin::Request(request) => request.currency,
@@ -449,10 +462,12 @@ impl Ledger {
             currency,
             status: TransferStatus::Rejected,
             code: Some(code),
-            created_at_ms: at_ms,
+            created_at_ms: at.ms,
             expires_at_ms: None,
             reversed_by: None,
             reverses: None,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
             origin,
             answer: answer.clone(),
         };
@@ -460,13 +475,13 @@ impl Ledger {
         answer
     }
 
-    fn complete(&mut self, request: &TransferRequest, fee: u64, at_ms: u64) -> TransferOutcome {
+    fn complete(&mut self, request: &TransferRequest, fee: u64, at: At) -> TransferOutcome {
         let moved = self.move_money(
             &request.id,
             request.kind,
             (&request.from, &request.to),
             (request.amount, fee),
-            at_ms,
+            at,
         );
         let answer = TransferOutcome::Accepted(Accepted {
             id: request.id.clone(),
@@ -475,19 +490,21 @@ impl Ledger {
             fee,
             from_balance: moved.0,
             to_balance: moved.1,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
         });
         self.insert_transfer(
             Origin::Request(request.clone()),
             request,
             fee,
             TransferStatus::Completed,
-            at_ms,
+            at,
             answer.clone(),
         );
         answer
     }
 
-    fn hold(&mut self, request: &TransferRequest, fee: u64, at_ms: u64) -> TransferOutcome {
+    fn hold(&mut self, request: &TransferRequest, fee: u64, at: At) -> TransferOutcome {
         let total = signed(
             request
                 .amount
@@ -516,13 +533,15 @@ impl Ledger {
             fee,
             from_balance,
             to_balance,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
         });
         self.insert_transfer(
             Origin::Request(request.clone()),
             request,
             fee,
             TransferStatus::Pending,
-            at_ms,
+            at,
             answer.clone(),
         );
         answer
@@ -534,7 +553,7 @@ impl Ledger {
         request: &TransferRequest,
         fee: u64,
         status: TransferStatus,
-        at_ms: u64,
+        at: At,
         answer: TransferOutcome,
     ) {
         let expires_at_ms = if status == TransferStatus::Pending {
@@ -542,7 +561,7 @@ impl Ledger {
                 .timeout_s
                 .checked_mul(1000)
                 .expect("timeout bounded by TIMEOUT_S_MAX");
-            let deadline = at_ms.saturating_add(timeout_ms);
+            let deadline = at.ms.saturating_add(timeout_ms);
             self.expiries.insert((deadline, request.id.clone()));
             Some(deadline)
         } else {
@@ -558,10 +577,12 @@ impl Ledger {
             currency: request.currency,
             status,
             code: None,
-            created_at_ms: at_ms,
+            created_at_ms: at.ms,
             expires_at_ms,
             reversed_by: None,
             reverses: None,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
             origin,
             answer,
         };
@@ -576,7 +597,7 @@ impl Ledger {
         kind: TransferKind,
         (from_id, to_id): (&AccountId, &AccountId),
         (amount, fee): (u64, u64),
-        at_ms: u64,
+        at: At,
     ) -> (i64, i64) {
         assert_ne!(
             from_id, to_id,
@@ -607,7 +628,7 @@ impl Ledger {
                 balance_after: from_balance,
                 kind,
                 counterparty: to_id.clone(),
-                at_ms,
+                at_ms: at.ms,
             },
         );
 
@@ -624,7 +645,7 @@ impl Ledger {
                 balance_after: to_balance,
                 kind,
                 counterparty: from_id.clone(),
-                at_ms,
+                at_ms: at.ms,
             },
         );
 
@@ -645,7 +666,7 @@ impl Ledger {
                     balance_after: fees_balance,
                     kind,
                     counterparty: from_id.clone(),
-                    at_ms,
+                    at_ms: at.ms,
                 },
             );
         }
@@ -677,7 +698,7 @@ impl Ledger {
         );
     }
 
-    fn post(&mut self, id: &TransferId, at_ms: u64) -> Result<TransferView, Code> {
+    fn post(&mut self, id: &TransferId, at: At) -> Result<TransferView, Code> {
         let transfer = self.transfers.get(id).ok_or(Code::TransferNotFound)?;
         match transfer.status {
             TransferStatus::Completed | TransferStatus::Reversed => {
@@ -690,7 +711,7 @@ impl Ledger {
         }
         if transfer
             .expires_at_ms
-            .is_some_and(|deadline| deadline <= at_ms)
+            .is_some_and(|deadline| deadline <= at.ms)
         {
             // The deadline passed before the post arrived: expiry wins.
             self.void(id)?;
@@ -704,7 +725,7 @@ impl Ledger {
             transfer.fee,
         );
         self.release(id);
-        self.move_money(id, kind, (&from, &to), (amount, fee), at_ms);
+        self.move_money(id, kind, (&from, &to), (amount, fee), at);
         let transfer = self.transfers.get_mut(id).expect("found above");
         transfer.status = TransferStatus::Completed;
         Ok(TransferView::of(transfer))
@@ -723,11 +744,11 @@ impl Ledger {
         Ok(TransferView::of(transfer))
     }
 
-    fn expire(&mut self, at_ms: u64) -> u32 {
+    fn expire(&mut self, at: At) -> u32 {
         let due: Vec<TransferId> = self
             .expiries
             .iter()
-            .take_while(|(deadline, _)| *deadline <= at_ms)
+            .take_while(|(deadline, _)| *deadline <= at.ms)
             .take(EXPIRE_BATCH_MAX)
             .map(|(_, id)| id.clone())
             .collect();
@@ -738,7 +759,7 @@ impl Ledger {
         u32::try_from(due.len()).expect("bounded by EXPIRE_BATCH_MAX")
     }
 
-    fn reverse(&mut self, request: &ReversalRequest, at_ms: u64) -> TransferOutcome {
+    fn reverse(&mut self, request: &ReversalRequest, at: At) -> TransferOutcome {
         let refused = |code| TransferOutcome::Refused {
             id: request.id.clone(),
             code,
@@ -797,7 +818,7 @@ impl Ledger {
                 (&payer, &payee),
                 amount,
                 code,
-                at_ms,
+                at,
             );
         }
         let (from_balance, to_balance) = self.move_money(
@@ -805,7 +826,7 @@ impl Ledger {
             TransferKind::Reversal,
             (&payer, &payee),
             (amount, 0),
-            at_ms,
+            at,
         );
         let answer = TransferOutcome::Accepted(Accepted {
             id: request.id.clone(),
@@ -814,6 +835,8 @@ impl Ledger {
             fee: 0,
             from_balance,
             to_balance,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
         });
         let currency = self
             .accounts
@@ -829,10 +852,12 @@ impl Ledger {
             currency,
             status: TransferStatus::Completed,
             code: None,
-            created_at_ms: at_ms,
+            created_at_ms: at.ms,
             expires_at_ms: None,
             reversed_by: None,
             reverses: Some(request.original.clone()),
+            log_index: at.log_index,
+            log_pos: at.log_pos,
             origin,
             answer: answer.clone(),
         };

@@ -102,7 +102,12 @@ pub enum TransferOutcome {
     /// HTTP 201: completed or pending.
     Accepted(Accepted),
     /// HTTP 422: a business rejection, recorded under the id.
-    Rejected { id: TransferId, code: Code },
+    Rejected {
+        id: TransferId,
+        code: Code,
+        log_index: u64,
+        log_pos: u32,
+    },
     /// Refused without recording anything (`id_conflict`, `same_account`, `transfer_not_found`…).
     Refused { id: TransferId, code: Code },
 }
@@ -115,6 +120,30 @@ pub struct Accepted {
     pub fee: u64,
     pub from_balance: i64,
     pub to_balance: i64,
+    /// Where the transfer was first applied: see [`At`].
+    pub log_index: u64,
+    pub log_pos: u32,
+}
+
+/// When and where a command is applied: the leader-assigned time and the command's place in its
+/// shard's Raft log (the entry's index, and the position within a batch entry, 0 otherwise).
+/// Transfer records and answers keep the place they were first applied at, so a retry is told
+/// the original position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct At {
+    pub ms: u64,
+    pub log_index: u64,
+    pub log_pos: u32,
+}
+
+impl At {
+    /// At time `ms`, at the head of log entry 0 (tests and tools outside a log).
+    pub fn ms(ms: u64) -> At {
+        At {
+            ms,
+            ..At::default()
+        }
+    }
 }
 
 /// A transfer as the replicated state holds it.
@@ -134,6 +163,9 @@ pub struct Transfer {
     pub expires_at_ms: Option<u64>,
     pub reversed_by: Option<TransferId>,
     pub reverses: Option<TransferId>,
+    /// The place in the shard's log where the record was made (see [`At`]).
+    pub log_index: u64,
+    pub log_pos: u32,
     pub origin: Origin,
     pub answer: TransferOutcome,
 }

@@ -54,6 +54,9 @@ pub struct TransferView {
     pub expires_at: Option<String>,
     pub reversed_by: Option<TransferId>,
     pub reverses: Option<TransferId>,
+    /// Where in its shard's Raft log the transfer was first applied (extra to the contract).
+    pub log_index: u64,
+    pub log_pos: u32,
 }
 
 impl TransferView {
@@ -72,6 +75,8 @@ impl TransferView {
             expires_at: transfer.expires_at_ms.map(rfc3339),
             reversed_by: transfer.reversed_by.clone(),
             reverses: transfer.reverses.clone(),
+            log_index: transfer.log_index,
+            log_pos: transfer.log_pos,
         }
     }
 }

@@ -380,6 +380,7 @@ struct MTransfer {
     fee: u64,
     status: TransferStatus,
     deadline: Option<u64>,
+    place: (u64, u32),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -388,6 +389,8 @@ struct Model {
     transfers: HashMap<String, MTransfer>,
     fees: HashMap<TransferKind, Vec<FeeBand>>,
     amount_max: HashMap<TransferKind, u64>,
+    /// The log entry and batch position of the command being applied.
+    place: (u64, u32),
 }
 
 fn role_of(id: &str, kind: AccountKind) -> &'static str {
@@ -432,12 +435,18 @@ impl Model {
         self.accounts.get_mut(id).expect("model account exists")
     }
 
-    fn apply(&mut self, command: &Command, now: u64) -> Outcome {
+    fn apply(&mut self, command: &Command, now: u64, log_index: u64) -> Outcome {
+        self.place = (log_index, 0);
         match command {
             Command::CreateAccount(new) => Outcome::Account(self.create(new)),
             Command::Transfer(request) => Outcome::Transfer(self.transfer(request, now)),
             Command::Batch(requests) => {
-                Outcome::Batch(requests.iter().map(|r| self.transfer(r, now)).collect())
+                let mut answers = Vec::new();
+                for (pos, r) in requests.iter().enumerate() {
+                    self.place = (log_index, u32::try_from(pos).expect("small"));
+                    answers.push(self.transfer(r, now));
+                }
+                Outcome::Batch(answers)
             }
             Command::Post(id) => record_outcome(self.post(id.as_str(), now), id),
             Command::Void(id) => record_outcome(self.void(id.as_str()), id),
@@ -539,6 +548,8 @@ impl Model {
                 let answer = TransferOutcome::Rejected {
                     id: r.id.clone(),
                     code,
+                    log_index: self.place.0,
+                    log_pos: self.place.1,
                 };
                 self.record(
                     &key,
@@ -566,6 +577,8 @@ impl Model {
             fee,
             from_balance: i64::try_from(self.get(&from).balance).expect("bounded"),
             to_balance: i64::try_from(self.get(&to).balance).expect("bounded"),
+            log_index: self.place.0,
+            log_pos: self.place.1,
         });
         self.record(
             &key,
@@ -655,6 +668,7 @@ impl Model {
             fee,
             status,
             deadline: None,
+            place: self.place,
         };
         self.transfers.insert(key.to_string(), transfer);
     }
@@ -766,6 +780,8 @@ impl Model {
             let answer = TransferOutcome::Rejected {
                 id: r.id.clone(),
                 code,
+                log_index: self.place.0,
+                log_pos: self.place.1,
             };
             self.record(
                 &key,
@@ -786,6 +802,8 @@ impl Model {
             from_balance: i64::try_from(self.get(&payer).balance)
                 .expect("test amounts stay in i64"),
             to_balance: i64::try_from(self.get(&payee).balance).expect("test amounts stay in i64"),
+            log_index: self.place.0,
+            log_pos: self.place.1,
         });
         self.record(
             &key,
@@ -828,6 +846,8 @@ fn record_outcome(result: Result<TransferStatus, Code>, id: &TransferId) -> Outc
         code: None,
         created_at: String::new(),
         expires_at: None,
+        log_index: 0,
+        log_pos: 0,
         reversed_by: None,
         reverses: None,
     }))
@@ -860,6 +880,7 @@ fn assert_same_state(ledger: &Ledger, model: &Model, step: usize) {
                 t.amount,
                 t.fee,
                 t.status,
+                (t.log_index, t.log_pos),
             )
         });
         let expected = model.transfers.get(id.as_str()).map(|t| {
@@ -870,6 +891,7 @@ fn assert_same_state(ledger: &Ledger, model: &Model, step: usize) {
                 t.amount,
                 t.fee,
                 t.status,
+                t.place,
             )
         });
         assert_eq!(real, expected, "transfer {id} after step {step}");
@@ -925,7 +947,11 @@ proptest! {
             if let Command::Batch(requests) = command {
                 let mut singles = ledger.clone();
                 let answers: Vec<Outcome> =
-                    requests.iter().map(|r| singles.apply(&Command::Transfer(r.clone()), now)).collect();
+                    requests.iter().enumerate().map(|(pos, r)| {
+                        // Item i of a batch answers as a single call at position i of its entry.
+                        let at = At { ms: now, log_index: 0, log_pos: u32::try_from(pos).expect("small") };
+                        singles.apply_at(&Command::Transfer(r.clone()), at)
+                    }).collect();
                 let outcome = ledger.apply(command, now);
                 let singles_answers: Vec<TransferOutcome> = answers.iter().flat_map(transfer_outcomes).collect();
                 prop_assert_eq!(transfer_outcomes(&outcome), singles_answers);
@@ -985,14 +1011,16 @@ proptest! {
         let mut model = Model::new();
         for command in setup_commands() {
             let real = ledger.apply(&command, T0);
-            let expected = model.apply(&command, T0);
+            let expected = model.apply(&command, T0, 0);
             prop_assert!(same_answer(&real, &expected));
         }
         let mut now = T0;
         for (step, (delta, command)) in steps.iter().enumerate() {
             now += delta;
-            let real = ledger.apply(command, now);
-            let expected = model.apply(command, now);
+            // Log index = step + 1, so a retry's answer must carry its first application's place.
+            let log_index = u64::try_from(step).expect("small") + 1;
+            let real = ledger.apply_at(command, At { ms: now, log_index, log_pos: 0 });
+            let expected = model.apply(command, now, log_index);
             prop_assert!(same_answer(&real, &expected), "step {}: {:?}\nledger: {:?}\nmodel:  {:?}", step, command, real, expected);
             assert_same_state(&ledger, &model, step);
             ledger.check_invariants();

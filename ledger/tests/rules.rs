@@ -72,7 +72,22 @@ fn accepted(outcome: TransferOutcome) -> Accepted {
 }
 
 fn rejected(id: &str, code: Code) -> TransferOutcome {
-    TransferOutcome::Rejected { id: tid(id), code }
+    TransferOutcome::Rejected {
+        id: tid(id),
+        code,
+        log_index: 0,
+        log_pos: 0,
+    }
+}
+
+/// A rejection recorded at position `log_pos` of log entry 0 (an item of a batch).
+fn rejected_at(id: &str, code: Code, log_pos: u32) -> TransferOutcome {
+    TransferOutcome::Rejected {
+        id: tid(id),
+        code,
+        log_index: 0,
+        log_pos,
+    }
 }
 
 fn refused(id: &str, code: Code) -> TransferOutcome {
@@ -357,7 +372,9 @@ fn issue_takes_float_below_zero() {
             amount: 5_000,
             fee: 0,
             from_balance: -5_000,
-            to_balance: 5_000
+            to_balance: 5_000,
+            log_index: 0,
+            log_pos: 0,
         }
     );
     assert_eq!(world.balance("float"), -5_000);
@@ -1184,7 +1201,9 @@ fn reversal_moves_the_amount_back() {
             amount: 400,
             fee: 0,
             from_balance: 0,
-            to_balance: 1_000
+            to_balance: 1_000,
+            log_index: 0,
+            log_pos: 0,
         }
     );
     let original = world.view("m1");
@@ -1398,7 +1417,8 @@ fn regression_reversal_of_redeem_keeps_balance_bounds() {
 
 #[test]
 fn batch_answers_in_order_like_single_calls() {
-    // Goal: a batch applies its transfers in order; each answer equals what a single call gives.
+    // Goal: a batch applies its transfers in order; each answer equals what a single call gives
+    // at the same position of the log entry.
     let mut world = World::populated();
     world.issue("i1", C1, 1_000);
     world.set_fees(TransferKind::P2p, &[(1, 1_000, 3)]);
@@ -1416,12 +1436,18 @@ fn batch_answers_in_order_like_single_calls() {
     let mut singles = world.ledger.clone();
     let expected: Vec<TransferOutcome> = requests
         .iter()
-        .map(
-            |r| match singles.apply(&Command::Transfer(r.clone()), world.now) {
+        .enumerate()
+        .map(|(pos, r)| {
+            let at = At {
+                ms: world.now,
+                log_index: 0,
+                log_pos: u32::try_from(pos).expect("small"),
+            };
+            match singles.apply_at(&Command::Transfer(r.clone()), at) {
                 Outcome::Transfer(outcome) => outcome,
                 other => panic!("unexpected {other:?}"),
-            },
-        )
+            }
+        })
         .collect();
     let Outcome::Batch(results) = world.apply(Command::Batch(requests)) else {
         panic!("batch answers a batch")
@@ -1434,8 +1460,8 @@ fn batch_answers_in_order_like_single_calls() {
         "sees the effect of b1"
     );
     assert_eq!(results[2], refused("b3", Code::SameAccount));
-    assert_eq!(results[3], rejected("b4", Code::KindNotAllowed));
-    assert_eq!(results[4], rejected("b5", Code::InsufficientFunds));
+    assert_eq!(results[3], rejected_at("b4", Code::KindNotAllowed, 3));
+    assert_eq!(results[4], rejected_at("b5", Code::InsufficientFunds, 4));
     assert_eq!(results[5], results[0]);
     assert_eq!(results[6], refused("b1", Code::IdConflict));
     assert_eq!(accepted(results[7].clone()).status, TransferStatus::Pending);
@@ -1592,5 +1618,44 @@ fn snapshot_round_trip() {
     let command = Command::Post(tid("h1"));
     assert_eq!(restored.apply(&command, world.now), world.apply(command));
     assert_eq!(restored, world.ledger);
-    assert_eq!(LEDGER_FORMAT_VERSION, 1);
+    assert_eq!(LEDGER_FORMAT_VERSION, 2);
+}
+
+#[test]
+fn records_and_retries_keep_the_first_log_position() {
+    // Goal: a transfer's answer and record say where in the log it was first applied (entry
+    // and position in a batch entry); a retry applied later is told that first place.
+    let mut world = World::populated();
+    world.issue("i1", C1, 1_000);
+    let at = |log_index, log_pos| At {
+        ms: T0,
+        log_index,
+        log_pos,
+    };
+    let batch = Command::Batch(vec![
+        req("b1", TransferKind::P2p, C1, C2, 10),
+        req("b2", TransferKind::P2p, C1, C2, 5_000),
+    ]);
+    let Outcome::Batch(first) = world.ledger.apply_at(&batch, at(7, 0)) else {
+        panic!("batch outcome")
+    };
+    assert!(
+        matches!(&first[0], TransferOutcome::Accepted(a) if (a.log_index, a.log_pos) == (7, 0))
+    );
+    assert!(matches!(
+        &first[1],
+        TransferOutcome::Rejected {
+            log_index: 7,
+            log_pos: 1,
+            ..
+        }
+    ));
+    let retry = Command::Transfer(req("b2", TransferKind::P2p, C1, C2, 5_000));
+    let Outcome::Transfer(again) = world.ledger.apply_at(&retry, at(9, 0)) else {
+        panic!("transfer outcome")
+    };
+    assert_eq!(again, first[1]);
+    let view = world.view("b1");
+    assert_eq!((view.log_index, view.log_pos), (7, 0));
+    world.ledger.check_invariants();
 }

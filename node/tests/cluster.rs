@@ -423,6 +423,25 @@ async fn retries_across_nodes_take_effect_once() {
     }
 
     let retry1_answer = answers[0].1.clone();
+    // Beyond the contract: the answer says where in the log the transfer was first applied, every
+    // retry is told that same place, and so is every node's lookup of the record.
+    let place = |v: &Value| {
+        (
+            v["shard"].as_u64(),
+            v["log_index"].as_u64(),
+            v["log_pos"].as_u64(),
+        )
+    };
+    let first_place = place(&retry1_answer);
+    assert!(
+        matches!(first_place, (Some(_), Some(index), Some(_)) if index > 0),
+        "{retry1_answer}"
+    );
+    for node in ALL {
+        let (status, record) = cluster.api.get(node, "/v1/transfers/retry-1").await;
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(place(&record), first_place, "node {node}: {record}");
+    }
 
     // Concurrent retries of a fresh id: 3 at once on each node.
     let body = transfer_body("retry-2", "p2p", c1, c2, 1_100);

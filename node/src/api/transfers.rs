@@ -107,13 +107,24 @@ fn validate(body: TransferBody, default_currency: Currency) -> Result<TransferRe
     })
 }
 
-/// The status and body a transfer outcome answers.
-fn answer(outcome: &TransferOutcome) -> (StatusCode, Value) {
+/// The status and body a transfer outcome answers. Beyond the contract, a recorded outcome says
+/// where it was first applied: `shard`, `log_index`, `log_pos` (a retry gets the original).
+fn answer(outcome: &TransferOutcome, shard: ShardId) -> (StatusCode, Value) {
     match outcome {
-        TransferOutcome::Accepted(accepted) => (StatusCode::CREATED, json!(accepted)),
-        TransferOutcome::Rejected { id, code } => (
+        TransferOutcome::Accepted(accepted) => {
+            let mut body = json!(accepted);
+            body["shard"] = json!(shard.0);
+            (StatusCode::CREATED, body)
+        }
+        TransferOutcome::Rejected {
+            id,
+            code,
+            log_index,
+            log_pos,
+        } => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"id": id, "status": "rejected", "code": code}),
+            json!({"id": id, "status": "rejected", "code": code,
+                "shard": shard.0, "log_index": log_index, "log_pos": log_pos}),
         ),
         TransferOutcome::Refused { code, .. } => {
             let error = ApiError::from_code(*code);
@@ -141,7 +152,7 @@ pub async fn create(
     match app.shards.write(shard, Command::Transfer(request)).await? {
         Outcome::Transfer(outcome) => {
             telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
-            let (status, body) = answer(&outcome);
+            let (status, body) = answer(&outcome, shard);
             Ok((status, Json(body)))
         }
         other => Err(ApiError::new(
@@ -188,10 +199,10 @@ pub async fn batch(
             let (indexes, requests): (Vec<usize>, Vec<TransferRequest>) = items.into_iter().unzip();
             let kinds: Vec<TransferKind> = requests.iter().map(|r| r.kind).collect();
             let outcome = app.shards.write(shard, Command::Batch(requests)).await;
-            (indexes, kinds, outcome)
+            (shard, indexes, kinds, outcome)
         }
     });
-    for (indexes, kinds, outcome) in futures::future::join_all(writes).await {
+    for (shard, indexes, kinds, outcome) in futures::future::join_all(writes).await {
         let outcomes = match outcome? {
             Outcome::Batch(outcomes) if outcomes.len() == indexes.len() => outcomes,
             other => {
@@ -203,7 +214,7 @@ pub async fn batch(
         };
         for ((index, kind), outcome) in indexes.into_iter().zip(kinds).zip(outcomes) {
             telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
-            results[index] = answer(&outcome).1;
+            results[index] = answer(&outcome, shard).1;
         }
     }
     Ok(Json(json!({ "results": results })))
@@ -225,8 +236,10 @@ async fn locate(app: &App, id: &TransferId) -> Result<(ShardId, TransferView), A
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_transfer_id(&id)?;
-    let (_, view) = locate(&app, &id).await?;
-    Ok(Json(json!(view)))
+    let (shard, view) = locate(&app, &id).await?;
+    let mut body = json!(view);
+    body["shard"] = json!(shard.0);
+    Ok(Json(body))
 }
 
 async fn finish(app: &App, id: &str, post: bool) -> Result<Json<Value>, ApiError> {
@@ -279,7 +292,7 @@ pub async fn reverse(
     match app.shards.write(shard, Command::Reverse(request)).await? {
         Outcome::Transfer(outcome) => {
             telemetry::record_transfer("reversal", outcome_label(&outcome));
-            let (status, body) = answer(&outcome);
+            let (status, body) = answer(&outcome, shard);
             Ok((status, Json(body)))
         }
         other => Err(ApiError::new(
