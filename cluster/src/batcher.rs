@@ -1,18 +1,19 @@
-//! Group commit at the proposal level: single transfers arriving at a group's leader are
-//! gathered into one `Command::Batch` log entry, so one Raft round (one entry, one fsync per
-//! replica, one apply call) carries many transfers. A batch applies each transfer on its own,
-//! in order, exactly as if each were proposed alone; each caller gets its own transfer's answer.
+//! Group commit at the proposal level: single transfers and saga steps arriving at a group's
+//! leader are gathered into one log entry (`Command::Batch` when all are transfers, else
+//! `Command::Many`), so one Raft round (one entry, one fsync per replica, one apply call)
+//! carries many of them. Each applies on its own, in order, exactly as if proposed alone; each
+//! caller gets its own command's answer.
 //!
 //! Batches form naturally: while `PROPOSALS_INFLIGHT_MAX` proposals are in flight, new
-//! transfers wait in the queue and the next proposal takes all of them (up to `BATCH_MAX`).
-//! Under light load every transfer goes out at once, alone; under heavy load batches grow.
+//! commands wait in the queue and the next proposal takes all of them (up to `BATCH_MAX`).
+//! Under light load every command goes out at once, alone; under heavy load batches grow.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use consensus::{Raft, ShardRequest};
 use ledger::limits::BATCH_MAX;
-use ledger::{Command, Outcome, ShardId, TransferOutcome, TransferRequest};
+use ledger::{Command, Outcome, ShardId};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -36,37 +37,67 @@ impl Clock {
     }
 }
 
-type Reply = oneshot::Sender<Result<TransferOutcome, RouteError>>;
+type Reply = oneshot::Sender<Result<Outcome, RouteError>>;
 
 struct Item {
     shard: ShardId,
-    request: TransferRequest,
+    command: Command,
     reply: Reply,
+}
+
+/// Commands that may share a log entry with others: each is applied on its own and answers on
+/// its own (transfers and saga steps). Everything else is proposed alone.
+pub fn batchable(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Transfer(_)
+            | Command::SagaBegin { .. }
+            | Command::SagaFinish { .. }
+            | Command::Hold(_)
+            | Command::PostHold(_)
+            | Command::VoidHold(_)
+            | Command::Credit(_)
+            | Command::CancelCredit(_)
+    )
 }
 
 /// The transfer queue of one Raft group.
 pub struct Batcher {
     queue: mpsc::Sender<Item>,
+    counts: Arc<Counts>,
+}
+
+/// Proposals made and commands they carried (for the monitor's commands-per-proposal).
+#[derive(Default)]
+struct Counts {
+    proposals: AtomicU64,
+    commands: AtomicU64,
 }
 
 impl Batcher {
     /// Starts the batching task for a group (needs a tokio runtime).
     pub fn start(raft: Raft, clock: Arc<Clock>) -> Batcher {
         let (queue, items) = mpsc::channel(BATCH_QUEUE_MAX);
-        tokio::spawn(gather(raft, clock, items));
-        Batcher { queue }
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(gather(raft, clock, items, counts.clone()));
+        Batcher { queue, counts }
     }
 
-    /// Proposes one transfer as part of the next batch and waits for its answer.
-    pub async fn submit(
-        &self,
-        shard: ShardId,
-        request: TransferRequest,
-    ) -> Result<TransferOutcome, RouteError> {
+    /// `(proposals, commands)` this batcher has proposed since the node started.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.proposals.load(Ordering::Relaxed),
+            self.counts.commands.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Proposes one [`batchable`] command as part of the next batch and waits for its answer.
+    pub async fn submit(&self, shard: ShardId, command: Command) -> Result<Outcome, RouteError> {
+        debug_assert!(batchable(&command));
         let (reply, answer) = oneshot::channel();
         match self.queue.try_send(Item {
             shard,
-            request,
+            command,
             reply,
         }) {
             Ok(()) => {}
@@ -81,7 +112,12 @@ impl Batcher {
     }
 }
 
-async fn gather(raft: Raft, clock: Arc<Clock>, mut items: mpsc::Receiver<Item>) {
+async fn gather(
+    raft: Raft,
+    clock: Arc<Clock>,
+    mut items: mpsc::Receiver<Item>,
+    counts: Arc<Counts>,
+) {
     let inflight = Arc::new(Semaphore::new(PROPOSALS_INFLIGHT_MAX));
     while let Some(first) = items.recv().await {
         // Waiting for a slot is what lets the next batch grow.
@@ -95,6 +131,10 @@ async fn gather(raft: Raft, clock: Arc<Clock>, mut items: mpsc::Receiver<Item>) 
                 Err(_) => break,
             }
         }
+        counts.proposals.fetch_add(1, Ordering::Relaxed);
+        counts
+            .commands
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let raft = raft.clone();
         let clock = clock.clone();
         tokio::spawn(async move {
@@ -106,28 +146,46 @@ async fn gather(raft: Raft, clock: Arc<Clock>, mut items: mpsc::Receiver<Item>) 
 
 async fn propose(raft: &Raft, clock: &Clock, batch: Vec<Item>) {
     let shard = batch[0].shard;
-    let mut requests = Vec::with_capacity(batch.len());
+    let mut commands = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for item in batch {
-        requests.push(item.request);
+        commands.push(item.command);
         replies.push(item.reply);
     }
-    let count = requests.len();
+    let count = commands.len();
+    let transfers_only = commands.iter().all(|c| matches!(c, Command::Transfer(_)));
+    let command = if transfers_only {
+        let requests = commands
+            .into_iter()
+            .map(|c| match c {
+                Command::Transfer(request) => request,
+                _ => unreachable!("checked above"),
+            })
+            .collect();
+        Command::Batch(requests)
+    } else {
+        Command::Many(commands)
+    };
     let request = ShardRequest {
         shard,
         at_ms: clock.stamp(),
-        command: Command::Batch(requests),
+        command,
     };
     let failure = match raft.client_write(request).await {
-        Ok(response) => match response.data {
-            Outcome::Batch(outcomes) if outcomes.len() == count => {
+        Ok(response) => {
+            let outcomes: Vec<Outcome> = match response.data {
+                Outcome::Batch(outcomes) => outcomes.into_iter().map(Outcome::Transfer).collect(),
+                Outcome::Many(outcomes) => outcomes,
+                other => vec![other],
+            };
+            if outcomes.len() == count {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
                 return;
             }
-            other => RouteError::Unavailable(format!("unexpected batch outcome {other:?}")),
-        },
+            RouteError::Unavailable(format!("{} outcomes for {count} commands", outcomes.len()))
+        }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
             RouteError::NotLeader {
                 leader: forward.leader_id,

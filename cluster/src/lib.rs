@@ -14,12 +14,13 @@ pub mod frame;
 pub mod limits;
 pub mod network;
 pub mod rpc;
+pub mod saga;
 pub mod shards;
 pub mod tls;
 pub mod transport;
 
 pub use network::{NetworkFactory, Peers};
 pub use rpc::RouteError;
-pub use shards::{Group, Shards};
+pub use shards::{Group, Shards, TransferHook};
 pub use tls::TlsFiles;
 pub use transport::PeerClient;

@@ -25,8 +25,21 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// Times a write or read is re-routed when leadership moves under it.
 pub const ROUTE_ATTEMPTS_MAX: u32 = 20;
+/// How long the other members wait before initialising a group whose preferred leader has
+/// not (it may be down at the cluster's first start).
+pub const BOOTSTRAP_DEFER: Duration = Duration::from_secs(3);
 /// Pause between routing attempts while no leader is known.
 pub const ROUTE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Saga steps: first and largest pause between attempts (exponential, with jitter), and the
+/// attempts of a step that has no deadline before the coordinator leaves the saga to the sweep.
+pub const STEP_BACKOFF_MIN: Duration = Duration::from_millis(20);
+pub const STEP_BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub const STEP_ATTEMPTS_MAX: u32 = 8;
+/// Running sagas one sweep of a home shard drives at most (the rest wait for the next sweep).
+pub const SWEEP_BATCH_MAX: usize = 1024;
+/// Sagas one sweep drives at once.
+pub const SWEEP_CONCURRENCY: usize = 64;
 
 /// The largest delay the chaos transport switch may add to a call.
 pub const DELAY_MS_MAX: u64 = 10_000;

@@ -97,6 +97,7 @@ fn entry_weight(entry: &consensus::types::Entry) -> usize {
     match &entry.payload {
         openraft::EntryPayload::Normal(request) => match &request.command {
             ledger::Command::Batch(transfers) => transfers.len().max(1),
+            ledger::Command::Many(commands) => commands.len().max(1),
             _ => 1,
         },
         _ => 1,

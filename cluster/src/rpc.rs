@@ -3,7 +3,7 @@
 //! framing: both ends must run the same build of this enum.
 
 use consensus::{NodeId, ShardRequest, TypeConfig};
-use ledger::{Answer, Outcome, Query};
+use ledger::{Answer, Outcome, Query, TransferOutcome, TransferRequest};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -48,6 +48,11 @@ pub enum Request {
         group: u32,
         query: Query,
     },
+    /// A client transfer forwarded to the node believed to lead its account's shard, where
+    /// the account's actor takes it.
+    Transfer {
+        request: TransferRequest,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,6 +66,7 @@ pub enum Response {
     Write(Result<Outcome, RouteError>),
     /// The answer and the applied log index of the state it was read from.
     Read(Result<(Answer, u64), RouteError>),
+    Transfer(Result<TransferOutcome, RouteError>),
     /// The request could not be served at all (unknown group, node stopping).
     Failed(String),
 }

@@ -8,12 +8,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use consensus::{NodeId, Raft, ShardRequest, StateReader};
-use ledger::{AccountId, Answer, Command, Outcome, Query, ShardId};
+use futures::future::BoxFuture;
+use ledger::{
+    AccountId, Answer, Command, Outcome, Query, ShardId, TransferOutcome, TransferRequest,
+};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::BasicNode;
 
 use crate::batcher::{Batcher, Clock};
-use crate::limits::{FORWARD_TIMEOUT, PING_TIMEOUT, ROUTE_ATTEMPTS_MAX, ROUTE_BACKOFF};
+use crate::limits::{
+    BOOTSTRAP_DEFER, FORWARD_TIMEOUT, PING_TIMEOUT, ROUTE_ATTEMPTS_MAX, ROUTE_BACKOFF,
+};
 use crate::network::Peers;
 use crate::rpc::{Request, Response, RouteError};
 use crate::transport::Handler;
@@ -87,7 +92,17 @@ impl Group {
     }
 }
 
+/// Where a forwarded client transfer goes on the node leading its account's shard (the
+/// node's account actors). Without one, the transfer runs directly (`saga::transfer`).
+pub trait TransferHook: Send + Sync + 'static {
+    fn transfer_here(
+        &self,
+        request: TransferRequest,
+    ) -> BoxFuture<'static, Result<TransferOutcome, RouteError>>;
+}
+
 pub struct Shards {
+    hook: std::sync::OnceLock<Arc<dyn TransferHook>>,
     node_id: NodeId,
     shard_count: u32,
     groups: Vec<Group>,
@@ -114,6 +129,7 @@ impl Shards {
     ) -> Shards {
         assert!(!groups.is_empty(), "a node runs at least one Raft group");
         Shards {
+            hook: std::sync::OnceLock::new(),
             node_id,
             shard_count,
             groups,
@@ -136,6 +152,116 @@ impl Shards {
 
     pub fn peers(&self) -> &Peers {
         &self.peers
+    }
+
+    /// Sets where forwarded client transfers go (once, at start).
+    pub fn set_transfer_hook(&self, hook: Arc<dyn TransferHook>) {
+        if self.hook.set(hook).is_err() {
+            tracing::warn!("the transfer hook was already set");
+        }
+    }
+
+    /// Runs a client transfer on the node leading `shard` (this one, or one hop away),
+    /// following leader hints; the transfer is idempotent, so unknown outcomes are retried.
+    pub async fn forward_transfer(
+        &self,
+        shard: ShardId,
+        request: TransferRequest,
+    ) -> Result<TransferOutcome, RouteError> {
+        let group = self
+            .group(self.group_of(shard))
+            .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        let mut target = self.leader_of(group);
+        let mut last_error = RouteError::Unavailable("no leader elected".into());
+        for _ in 0..ROUTE_ATTEMPTS_MAX {
+            let result = match target {
+                Some(node) if node == self.node_id => self.transfer_here(request.clone()).await,
+                Some(node) => match self
+                    .forward(
+                        node,
+                        Request::Transfer {
+                            request: request.clone(),
+                        },
+                    )
+                    .await
+                {
+                    Ok(Response::Transfer(result)) => result,
+                    Ok(other) => Err(RouteError::Unavailable(format!(
+                        "unexpected answer {other:?}"
+                    ))),
+                    Err(error) => Err(error),
+                },
+                None => Err(RouteError::NotLeader { leader: None }),
+            };
+            match result {
+                Err(RouteError::NotLeader { leader: Some(hint) }) if Some(hint) != target => {
+                    target = Some(hint);
+                    continue;
+                }
+                Err(RouteError::Overloaded) => return Err(RouteError::Overloaded),
+                Err(error) => last_error = error,
+                ok => return ok,
+            }
+            tokio::time::sleep(ROUTE_BACKOFF).await;
+            target = self.leader_of(group);
+        }
+        Err(last_error)
+    }
+
+    /// A client transfer that reached the node leading its account's shard.
+    async fn transfer_here(&self, request: TransferRequest) -> Result<TransferOutcome, RouteError> {
+        match self.hook.get() {
+            Some(hook) => hook.transfer_here(request).await,
+            None => crate::saga::transfer(self, request).await,
+        }
+    }
+
+    /// The earliest pending-transfer expiry and running-saga deadline of a shard, from this
+    /// node's replica (the timers re-arm from replicated state after every election).
+    pub fn next_deadlines(&self, shard: ShardId) -> (Option<u64>, Option<u64>) {
+        let Some(group) = self.group(self.group_of(shard)) else {
+            return (None, None);
+        };
+        let state = group.reader.read();
+        (
+            state.ledger.next_expiry_ms(),
+            state.ledger.next_saga_deadline_ms(),
+        )
+    }
+
+    /// Running sagas whose home is `shard`, in this node's replica.
+    pub fn running_saga_count(&self, shard: ShardId) -> usize {
+        self.group(self.group_of(shard)).map_or(0, |group| {
+            group.reader.read().ledger.running_sagas().count()
+        })
+    }
+
+    /// `(proposals, commands)` the shard's batcher proposed on this node.
+    pub fn batched(&self, shard: ShardId) -> (u64, u64) {
+        self.group(self.group_of(shard))
+            .map_or((0, 0), |group| group.batcher.counts())
+    }
+
+    /// The leader clock's now, in ms (never goes backwards on this node).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.stamp()
+    }
+
+    /// Up to `limit` running sagas whose home is `shard`, from this node's replica (the
+    /// home leader's sweep reads them; a stale view only means a saga driven twice, which is
+    /// harmless).
+    pub fn running_sagas(&self, shard: ShardId, limit: usize) -> Vec<ledger::Saga> {
+        let Some(group) = self.group(self.group_of(shard)) else {
+            return Vec::new();
+        };
+        let state = group.reader.read();
+        state.ledger.running_sagas().take(limit).cloned().collect()
+    }
+
+    /// Whether this node leads the group serving `shard`.
+    pub fn leads(&self, shard: ShardId) -> bool {
+        self.group(self.group_of(shard))
+            .is_some_and(|group| self.leader_of(group) == Some(self.node_id))
     }
 
     /// The shard owning an account.
@@ -284,12 +410,8 @@ impl Shards {
         let group = self
             .group(group_id)
             .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
-        if let Command::Transfer(transfer) = request.command {
-            let result = group
-                .batcher
-                .submit(request.shard, transfer)
-                .await
-                .map(Outcome::Transfer);
+        if crate::batcher::batchable(&request.command) {
+            let result = group.batcher.submit(request.shard, request.command).await;
             return Ok(Response::Write(result));
         }
         request.at_ms = self.clock.stamp();
@@ -349,10 +471,13 @@ impl Shards {
         )
     }
 
-    /// Initialises every group once a majority of the configured members answers. Safe to run
-    /// on every node: openraft refuses a second initialisation, and identical initial
-    /// memberships proposed by several nodes resolve by election.
-    pub async fn bootstrap(&self, members: BTreeMap<NodeId, BasicNode>) {
+    /// Initialises every group once a majority of the configured members answers. A group is
+    /// initialised by its preferred leader (`preferred[group]`), which then wins its first
+    /// election, so leaders start spread over the nodes; the other members step in after
+    /// `BOOTSTRAP_DEFER` if the group is still uninitialised (its preferred node is down).
+    /// Safe to run on every node: openraft refuses a second initialisation, and identical
+    /// initial memberships proposed by several nodes resolve by election.
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, BasicNode>, preferred: Vec<NodeId>) {
         let majority = members.len() / 2 + 1;
         loop {
             let mut reachable = 1;
@@ -366,15 +491,24 @@ impl Shards {
             }
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
-        for group in &self.groups {
-            match group.raft.is_initialized().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(_) => return,
+        let mine = |index: usize| preferred.get(index) == Some(&self.node_id);
+        for deferred in [false, true] {
+            if deferred {
+                tokio::time::sleep(BOOTSTRAP_DEFER).await;
             }
-            match group.raft.initialize(members.clone()).await {
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(error) => tracing::warn!(%error, "initialising the Raft group failed"),
+            for (index, group) in self.groups.iter().enumerate() {
+                if mine(index) == deferred {
+                    continue;
+                }
+                match group.raft.is_initialized().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(_) => return,
+                }
+                match group.raft.initialize(members.clone()).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(error) => tracing::warn!(%error, "initialising the Raft group failed"),
+                }
             }
         }
     }
@@ -402,6 +536,17 @@ impl Handler for Shards {
                 Err(error) => Response::Write(Err(error)),
             },
             Request::Read { group, query } => Response::Read(self.read_local(group, &query).await),
+            Request::Transfer { request } => {
+                // Served here only (no second hop): a stale leader says so and the caller retries.
+                let owner_shard = self.shard_of(crate::saga::owner(&request));
+                if !self.leads(owner_shard) {
+                    let leader = self
+                        .group(self.group_of(owner_shard))
+                        .and_then(|g| self.leader_of(g));
+                    return Response::Transfer(Err(RouteError::NotLeader { leader }));
+                }
+                Response::Transfer(self.transfer_here(request).await)
+            }
         }
     }
 }

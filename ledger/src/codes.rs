@@ -14,6 +14,9 @@ pub enum Code {
     LimitExceeded,
     CurrencyMismatch,
     KindNotAllowed,
+    /// A cross-shard transfer whose payee's shard did not answer before the saga's deadline:
+    /// the payer's hold was released, nothing moved.
+    PayeeUnreachable,
     // Refusals that record nothing.
     SameAccount,
     IdConflict,
@@ -36,6 +39,7 @@ impl Code {
             Code::LimitExceeded => "limit_exceeded",
             Code::CurrencyMismatch => "currency_mismatch",
             Code::KindNotAllowed => "kind_not_allowed",
+            Code::PayeeUnreachable => "payee_unreachable",
             Code::SameAccount => "same_account",
             Code::IdConflict => "id_conflict",
             Code::AccountExists => "account_exists",
@@ -48,7 +52,7 @@ impl Code {
     }
 
     /// Every code, for golden tests and documentation.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::InsufficientFunds,
         Code::AccountNotFound,
         Code::AccountFrozen,
@@ -56,6 +60,7 @@ impl Code {
         Code::LimitExceeded,
         Code::CurrencyMismatch,
         Code::KindNotAllowed,
+        Code::PayeeUnreachable,
         Code::SameAccount,
         Code::IdConflict,
         Code::AccountExists,

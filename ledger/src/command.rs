@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountStatus, NewAccount};
 use crate::codes::Code;
-use crate::ids::{AccountId, TransferId};
+use crate::ids::{AccountId, ShardId, TransferId};
+use crate::saga::{LegOutcome, SagaOutcome};
 use crate::tariff::Tariff;
 use crate::transfer::{ReversalRequest, TransferOutcome, TransferRequest};
 use crate::views::{AccountView, TransferView};
@@ -26,6 +27,76 @@ pub enum Command {
         id: AccountId,
         status: AccountStatus,
     },
+    /// Home shard of a cross-shard transfer: records the saga (see [`crate::saga`]).
+    SagaBegin {
+        request: TransferRequest,
+        payer_shard: ShardId,
+        payee_shard: ShardId,
+    },
+    /// Home shard: records the saga's answer (the first recorded stays).
+    SagaFinish {
+        id: TransferId,
+        answer: TransferOutcome,
+    },
+    /// Payer's shard: check the payer's side, hold `amount + fee`.
+    Hold(TransferRequest),
+    /// Payer's shard: the hold becomes a debit.
+    PostHold(TransferId),
+    /// Payer's shard: release the hold, or fence one that has not arrived.
+    VoidHold(TransferId),
+    /// Payee's shard: check the payee's side, credit it.
+    Credit(TransferRequest),
+    /// Payee's shard: fence a credit that has not arrived.
+    CancelCredit(TransferId),
+    /// Up to `BATCH_MAX` commands of one shard, applied in order, each on its own (the
+    /// leader's group commit). `Batch` and `Many` do not nest in it.
+    Many(Vec<Command>),
+}
+
+impl Command {
+    /// The command's name, for logs and the admin log view.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateAccount(_) => "create_account",
+            Command::Transfer(_) => "transfer",
+            Command::Batch(_) => "batch",
+            Command::Post(_) => "post",
+            Command::Void(_) => "void",
+            Command::Reverse(_) => "reverse",
+            Command::ExpirePending => "expire_pending",
+            Command::SetTariff(_) => "set_tariff",
+            Command::SetAccountStatus { .. } => "set_account_status",
+            Command::SagaBegin { .. } => "saga_begin",
+            Command::SagaFinish { .. } => "saga_finish",
+            Command::Hold(_) => "hold",
+            Command::PostHold(_) => "post_hold",
+            Command::VoidHold(_) => "void_hold",
+            Command::Credit(_) => "credit",
+            Command::CancelCredit(_) => "cancel_credit",
+            Command::Many(_) => "many",
+        }
+    }
+
+    /// The transfer ids the command names, in order (a `Many` lists its commands' ids).
+    pub fn transfer_ids(&self) -> Vec<&TransferId> {
+        match self {
+            Command::Transfer(t) | Command::Hold(t) | Command::Credit(t) => vec![&t.id],
+            Command::SagaBegin { request, .. } => vec![&request.id],
+            Command::Batch(items) => items.iter().map(|t| &t.id).collect(),
+            Command::Post(id)
+            | Command::Void(id)
+            | Command::PostHold(id)
+            | Command::VoidHold(id)
+            | Command::CancelCredit(id)
+            | Command::SagaFinish { id, .. } => vec![id],
+            Command::Reverse(r) => vec![&r.id],
+            Command::Many(commands) => commands.iter().flat_map(Command::transfer_ids).collect(),
+            Command::CreateAccount(_)
+            | Command::ExpirePending
+            | Command::SetTariff(_)
+            | Command::SetAccountStatus { .. } => Vec::new(),
+        }
+    }
 }
 
 /// What a command answered. Deterministic: every replica computes the same value.
@@ -41,4 +112,8 @@ pub enum Outcome {
     },
     /// Tariff and account-status changes.
     Status(Result<(), Code>),
+    Saga(SagaOutcome),
+    Leg(LegOutcome),
+    /// One outcome per command of a `Many`, in order (none when it was refused whole).
+    Many(Vec<Outcome>),
 }

@@ -177,12 +177,23 @@ impl fmt::Display for ShardId {
 }
 
 /// The shard an account belongs to: FNV-1a over the id's bytes, modulo the shard count.
-/// Stable across versions and platforms; changing it re-homes every account.
+/// Stable across versions and platforms; changing it re-homes every account. System accounts
+/// (`float`, `fees`) have a slice on every shard: a transfer touching one is served by the
+/// shard of its other account (see [`crate::saga`]).
 pub fn shard_of(account: &AccountId, shard_count: u32) -> ShardId {
+    shard_of_bytes(account.as_str().as_bytes(), shard_count)
+}
+
+/// The home shard of a transfer id: where its one record (idempotency key, answer) lives.
+pub fn home_of(id: &TransferId, shard_count: u32) -> ShardId {
+    shard_of_bytes(id.as_str().as_bytes(), shard_count)
+}
+
+fn shard_of_bytes(bytes: &[u8], shard_count: u32) -> ShardId {
     assert!(shard_count > 0, "a cluster has at least one shard");
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in account.as_str().bytes() {
-        hash ^= u64::from(byte);
+    for byte in bytes {
+        hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     let index = hash

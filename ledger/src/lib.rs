@@ -6,7 +6,8 @@
 //!
 //! Modules: [`ids`] (E.164 account ids, transfer ids, currencies, shards), [`account`],
 //! [`transfer`] (requests, records, answers), [`tariff`] (fees and limits from configuration),
-//! [`command`] (what can change the ledger), [`state`] (the ledger and `apply`), [`views`]
+//! [`command`] (what can change the ledger), [`state`] (the ledger and `apply`), [`saga`]
+//! (cross-shard transfers: home record and per-shard legs), [`views`]
 //! (read models), [`codes`] (every rejection code), [`limits`], [`time`].
 //!
 //! Business rejections are values ([`TransferOutcome::Rejected`]), never `Err`.
@@ -20,6 +21,7 @@ pub mod command;
 pub mod ids;
 pub mod limits;
 pub mod query;
+pub mod saga;
 pub mod state;
 pub mod tariff;
 #[allow(clippy::arithmetic_side_effects)] // calendar arithmetic on bounded u64, not money
@@ -30,8 +32,9 @@ pub mod views;
 pub use account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount};
 pub use codes::Code;
 pub use command::{Command, Outcome};
-pub use ids::{shard_of, AccountId, Currency, IdError, ShardId, TransferId};
+pub use ids::{home_of, shard_of, AccountId, Currency, IdError, ShardId, TransferId};
 pub use query::{Answer, Query};
+pub use saga::{Leg, LegOutcome, LegState, Saga, SagaOutcome, SAGA_DEADLINE_MS};
 pub use state::{Ledger, LEDGER_FORMAT_VERSION};
 pub use tariff::{FeeBand, Tariff};
 pub use transfer::{

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, TransferId};
 use crate::limits::STATEMENT_LIMIT_MAX;
+use crate::saga::{Leg, Saga};
 use crate::state::Ledger;
 use crate::views::{AccountView, EntryView, Summary, TransferView};
 
@@ -22,6 +23,10 @@ pub enum Query {
         after: Option<AccountId>,
         limit: usize,
     },
+    /// A saga whose home is this shard.
+    Saga(TransferId),
+    /// This shard's leg of a cross-shard transfer.
+    Leg(TransferId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +36,8 @@ pub enum Answer {
     Transfer(Option<TransferView>),
     Summary(Summary),
     Accounts(Vec<AccountView>),
+    Saga(Option<Saga>),
+    Leg(Option<Leg>),
 }
 
 impl Ledger {
@@ -40,7 +47,13 @@ impl Ledger {
             Query::Statement { id, limit } => {
                 Answer::Statement(self.statement(id, (*limit).min(STATEMENT_LIMIT_MAX)))
             }
-            Query::Transfer(id) => Answer::Transfer(self.transfer(id).map(TransferView::of)),
+            Query::Transfer(id) => Answer::Transfer(
+                self.transfer(id)
+                    .map(TransferView::of)
+                    .or_else(|| self.saga(id).map(TransferView::of_saga)),
+            ),
+            Query::Saga(id) => Answer::Saga(self.saga(id).cloned()),
+            Query::Leg(id) => Answer::Leg(self.leg(id).cloned()),
             Query::Summary => Answer::Summary(self.summary()),
             Query::Accounts { after, limit } => {
                 let limit = (*limit).min(STATEMENT_LIMIT_MAX);

@@ -16,6 +16,7 @@ use crate::limits::{
     AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, EXPIRE_BATCH_MAX, STATEMENT_KEEP_MAX, TEXT_BYTES_MAX,
 };
 use crate::limits::{TIMEOUT_S_MAX, TIMEOUT_S_MIN};
+use crate::saga::{Leg, Saga};
 use crate::tariff::Tariff;
 use crate::transfer::{
     Accepted, At, Origin, ReversalRequest, Transfer, TransferKind, TransferOutcome,
@@ -24,29 +25,35 @@ use crate::transfer::{TransferRequest, TransferStatus};
 use crate::views::{AccountView, EntryView, Summary, TransferView};
 
 /// Version of the snapshot encoding of [`Ledger`]; bump on any change of its fields.
-pub const LEDGER_FORMAT_VERSION: u32 = 2;
+pub const LEDGER_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
-    currency: Currency,
-    accounts: BTreeMap<AccountId, Account>,
-    transfers: BTreeMap<TransferId, Transfer>,
+    pub(crate) currency: Currency,
+    pub(crate) accounts: BTreeMap<AccountId, Account>,
+    pub(crate) transfers: BTreeMap<TransferId, Transfer>,
     /// Pending transfers by deadline.
-    expiries: BTreeSet<(u64, TransferId)>,
-    tariff: Tariff,
+    pub(crate) expiries: BTreeSet<(u64, TransferId)>,
+    pub(crate) tariff: Tariff,
+    /// Cross-shard transfers whose home is this shard (see [`crate::saga`]).
+    pub(crate) sagas: BTreeMap<TransferId, Saga>,
+    /// Running sagas by deadline.
+    pub(crate) saga_deadlines: BTreeSet<(u64, TransferId)>,
+    /// This shard's legs of cross-shard transfers.
+    pub(crate) legs: BTreeMap<TransferId, Leg>,
 }
 
-fn add(a: i64, b: i64) -> i64 {
+pub(crate) fn add(a: i64, b: i64) -> i64 {
     a.checked_add(b)
         .expect("operands are bounded by BALANCE_MAX")
 }
 
-fn sub(a: i64, b: i64) -> i64 {
+pub(crate) fn sub(a: i64, b: i64) -> i64 {
     a.checked_sub(b)
         .expect("operands are bounded by BALANCE_MAX")
 }
 
-fn signed(amount: u64) -> i64 {
+pub(crate) fn signed(amount: u64) -> i64 {
     i64::try_from(amount).expect("amounts are bounded by AMOUNT_MAX")
 }
 
@@ -66,20 +73,35 @@ fn system_account(id: AccountId, name: &str, currency: Currency) -> Account {
 }
 
 /// Which account kinds a transfer kind may connect.
+/// Which account kinds a transfer kind may move money between. The rule is one condition on
+/// the payer and one on the payee, so a cross-shard transfer checks each side on its shard.
 fn kind_allows(kind: TransferKind, from: &Account, to: &Account) -> bool {
-    use AccountKind::{Agent, Customer, Merchant};
-    let from_float = from.id.is_float();
-    let to_float = to.id.is_float();
+    payer_allows(kind, from) && payee_allows(kind, to)
+}
+
+pub(crate) fn payer_allows(kind: TransferKind, from: &Account) -> bool {
+    use AccountKind::{Agent, Customer};
     match kind {
-        TransferKind::P2p => from.kind == Customer && to.kind == Customer,
-        TransferKind::MerchantPayment | TransferKind::BillPayment => {
-            from.kind == Customer && to.kind == Merchant
-        }
-        TransferKind::CashIn => from.kind == Agent && to.kind == Customer,
-        TransferKind::CashOut => from.kind == Customer && to.kind == Agent,
-        TransferKind::Issue => from_float && to.kind != AccountKind::System,
+        TransferKind::P2p
+        | TransferKind::MerchantPayment
+        | TransferKind::BillPayment
+        | TransferKind::CashOut => from.kind == Customer,
+        TransferKind::CashIn => from.kind == Agent,
+        TransferKind::Issue => from.id.is_float(),
         // Anyone but the float may hand e-money back to it, `fees` included (revenue recognised).
-        TransferKind::Redeem => to_float && !from_float,
+        TransferKind::Redeem => !from.id.is_float(),
+        TransferKind::Reversal => false,
+    }
+}
+
+pub(crate) fn payee_allows(kind: TransferKind, to: &Account) -> bool {
+    use AccountKind::{Agent, Customer, Merchant};
+    match kind {
+        TransferKind::P2p | TransferKind::CashIn => to.kind == Customer,
+        TransferKind::MerchantPayment | TransferKind::BillPayment => to.kind == Merchant,
+        TransferKind::CashOut => to.kind == Agent,
+        TransferKind::Issue => to.kind != AccountKind::System,
+        TransferKind::Redeem => to.id.is_float(),
         TransferKind::Reversal => false,
     }
 }
@@ -102,6 +124,9 @@ impl Ledger {
             transfers: BTreeMap::new(),
             expiries: BTreeSet::new(),
             tariff: Tariff::default(),
+            sagas: BTreeMap::new(),
+            saga_deadlines: BTreeSet::new(),
+            legs: BTreeMap::new(),
         }
     }
 
@@ -172,6 +197,14 @@ impl Ledger {
             hash.bytes(transfer.status.as_str().as_bytes());
             hash.bytes(&transfer.amount.to_le_bytes());
         }
+        for (id, saga) in &self.sagas {
+            hash.bytes(id.as_str().as_bytes());
+            hash.bytes(&[u8::from(saga.answer.is_some())]);
+        }
+        for (id, leg) in &self.legs {
+            hash.bytes(id.as_str().as_bytes());
+            hash.bytes(format!("{:?}", leg.state).as_bytes());
+        }
         for (kind, bands) in &self.tariff.fees {
             hash.bytes(kind.as_str().as_bytes());
             for band in bands {
@@ -198,6 +231,12 @@ impl Ledger {
             balance_sum: i64::try_from(balance_sum).expect("the sum is asserted to be 0"),
             float_balance: balance_of(AccountId::float()),
             fees_balance: balance_of(AccountId::fees()),
+            sagas_running: self.saga_deadlines.len() as u64,
+            legs_held: self
+                .legs
+                .values()
+                .filter(|leg| leg.state == crate::saga::LegState::Held)
+                .count() as u64,
         }
     }
 
@@ -253,7 +292,26 @@ impl Ledger {
                 .checked_add(i128::from(transfer.amount))
                 .expect("bounded");
         }
+        let (leg_held, leg_promised) = self.leg_totals();
+        let held = held.checked_add(leg_held).expect("bounded");
+        let promised = promised.checked_add(leg_promised).expect("bounded");
         assert_eq!(held, pending_out, "holds do not match pending transfers");
+        for (deadline, id) in &self.saga_deadlines {
+            let saga = self
+                .sagas
+                .get(id)
+                .expect("every saga deadline names a saga");
+            assert!(
+                saga.answer.is_none() && saga.deadline_ms == *deadline,
+                "deadline entry for finished saga {id}"
+            );
+        }
+        let running = self.sagas.values().filter(|s| s.answer.is_none()).count();
+        assert_eq!(
+            running,
+            self.saga_deadlines.len(),
+            "running sagas without deadline"
+        );
         assert_eq!(
             promised, pending_in,
             "pending credits do not match pending transfers"
@@ -301,6 +359,34 @@ impl Ledger {
             Command::SetAccountStatus { id, status } => {
                 Outcome::Status(self.set_status(id, *status))
             }
+            Command::SagaBegin {
+                request,
+                payer_shard,
+                payee_shard,
+            } => Outcome::Saga(self.saga_begin(request, (*payer_shard, *payee_shard), at)),
+            Command::SagaFinish { id, answer } => Outcome::Saga(self.saga_finish(id, answer)),
+            Command::Hold(request) => Outcome::Leg(self.leg_hold(request, at)),
+            Command::PostHold(id) => Outcome::Leg(self.leg_post(id, at)),
+            Command::VoidHold(id) => Outcome::Leg(self.leg_void(id, at)),
+            Command::Credit(request) => Outcome::Leg(self.leg_credit(request, at)),
+            Command::CancelCredit(id) => Outcome::Leg(self.leg_cancel(id, at)),
+            Command::Many(commands) => {
+                let nested = commands
+                    .iter()
+                    .any(|c| matches!(c, Command::Batch(_) | Command::Many(_)));
+                if commands.len() > BATCH_MAX || nested {
+                    return Outcome::Many(Vec::new());
+                }
+                let outcomes = commands
+                    .iter()
+                    .enumerate()
+                    .map(|(pos, command)| {
+                        let log_pos = u32::try_from(pos).expect("bounded by BATCH_MAX");
+                        self.apply_at(command, At { log_pos, ..at })
+                    })
+                    .collect();
+                Outcome::Many(outcomes)
+            }
         }
     }
 
@@ -343,6 +429,13 @@ impl Ledger {
             if existing.origin == Origin::Request(request.clone()) {
                 return existing.answer.clone();
             }
+            return TransferOutcome::Refused {
+                id: request.id.clone(),
+                code: Code::IdConflict,
+            };
+        }
+        if self.sagas.contains_key(&request.id) {
+            // A saga owns the id: a local transfer never has the same body (routing is fixed).
             return TransferOutcome::Refused {
                 id: request.id.clone(),
                 code: Code::IdConflict,
@@ -770,6 +863,9 @@ impl Ledger {
             }
             return refused(Code::IdConflict);
         }
+        if self.sagas.contains_key(&request.id) {
+            return refused(Code::IdConflict);
+        }
         if request.reason.len() > TEXT_BYTES_MAX {
             return refused(Code::InvalidRequest);
         }
@@ -873,7 +969,7 @@ impl Ledger {
 }
 
 /// Checks a request's shape: what the API validates, checked again before it touches state.
-fn shape_check(request: &TransferRequest) -> Result<(), Code> {
+pub(crate) fn shape_check(request: &TransferRequest) -> Result<(), Code> {
     if request.from == request.to {
         return Err(Code::SameAccount);
     }
@@ -886,7 +982,7 @@ fn shape_check(request: &TransferRequest) -> Result<(), Code> {
     Ok(())
 }
 
-fn push_entry(account: &mut Account, entry: Entry) {
+pub(crate) fn push_entry(account: &mut Account, entry: Entry) {
     account.entries.push_back(entry);
     if account.entries.len() > STATEMENT_KEEP_MAX {
         account.entries.pop_front();

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::account::{Account, AccountKind, AccountStatus, Direction, Entry};
 use crate::codes::Code;
 use crate::ids::{AccountId, Currency, TransferId};
+use crate::saga::Saga;
 use crate::time::rfc3339;
-use crate::transfer::{Transfer, TransferKind, TransferStatus};
+use crate::transfer::{Transfer, TransferKind, TransferOutcome, TransferStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {
@@ -24,6 +25,16 @@ pub struct AccountView {
 }
 
 impl AccountView {
+    /// Adds another shard's slice of the same system account (`float`, `fees`): the account
+    /// the API shows is the sum of its slices. Saturating: a display sum, never money moved.
+    pub fn add_slice(&mut self, slice: &AccountView) {
+        debug_assert_eq!(self.id, slice.id);
+        self.balance = self.balance.saturating_add(slice.balance);
+        self.available = self.available.saturating_add(slice.available);
+        self.pending_out = self.pending_out.saturating_add(slice.pending_out);
+        self.pending_in = self.pending_in.saturating_add(slice.pending_in);
+    }
+
     pub fn of(account: &Account) -> AccountView {
         AccountView {
             id: account.id.clone(),
@@ -79,6 +90,36 @@ impl TransferView {
             log_pos: transfer.log_pos,
         }
     }
+
+    /// A cross-shard transfer as its home shard sees it: `pending` while the saga runs, then
+    /// what its answer says.
+    pub fn of_saga(saga: &Saga) -> TransferView {
+        let request = &saga.request;
+        let (status, fee, code) = match &saga.answer {
+            None => (TransferStatus::Pending, 0, None),
+            Some(TransferOutcome::Accepted(accepted)) => (accepted.status, accepted.fee, None),
+            Some(
+                TransferOutcome::Rejected { code, .. } | TransferOutcome::Refused { code, .. },
+            ) => (TransferStatus::Rejected, 0, Some(*code)),
+        };
+        TransferView {
+            id: request.id.clone(),
+            kind: request.kind,
+            from: request.from.clone(),
+            to: request.to.clone(),
+            amount: request.amount,
+            fee,
+            currency: request.currency,
+            status,
+            code,
+            created_at: rfc3339(saga.begun_at_ms),
+            expires_at: None,
+            reversed_by: None,
+            reverses: None,
+            log_index: saga.log_index,
+            log_pos: saga.log_pos,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,4 +159,8 @@ pub struct Summary {
     pub balance_sum: i64,
     pub float_balance: i64,
     pub fees_balance: i64,
+    /// Cross-shard transfers whose home is here and that have not finished.
+    pub sagas_running: u64,
+    /// Holds of cross-shard transfers still held here (neither posted nor voided).
+    pub legs_held: u64,
 }

@@ -275,7 +275,9 @@ fn new_ledger_holds_float_and_fees() {
             pending: 0,
             balance_sum: 0,
             float_balance: 0,
-            fees_balance: 0
+            fees_balance: 0,
+            sagas_running: 0,
+            legs_held: 0,
         }
     );
 }
@@ -1590,7 +1592,9 @@ fn summary_totals() {
             pending: 1,
             balance_sum: 0,
             float_balance: -1_000,
-            fees_balance: 1
+            fees_balance: 1,
+            sagas_running: 0,
+            legs_held: 0,
         }
     );
 }
@@ -1618,7 +1622,7 @@ fn snapshot_round_trip() {
     let command = Command::Post(tid("h1"));
     assert_eq!(restored.apply(&command, world.now), world.apply(command));
     assert_eq!(restored, world.ledger);
-    assert_eq!(LEDGER_FORMAT_VERSION, 2);
+    assert_eq!(LEDGER_FORMAT_VERSION, 3);
 }
 
 #[test]

@@ -30,6 +30,7 @@ pub fn write_cluster(
     http_port: u16,
     token: Option<String>,
     tuning: RaftTuning,
+    shards: u32,
 ) -> anyhow::Result<String> {
     anyhow::ensure!((1..=9).contains(&nodes), "--nodes must be between 1 and 9");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -68,8 +69,9 @@ pub fn write_cluster(
             raft_addr: peer.raft_addr,
             token: token.clone(),
             currency: "KES".into(),
-            shards: 1,
+            shards,
             raft: tuning.clone(),
+            actors: crate::config::ActorTuning::default(),
             tls: TlsConfig {
                 ca_cert: dir.join("ca.pem"),
                 cert: node_dir.join("node.pem"),

@@ -25,6 +25,8 @@ pub struct Config {
     pub shards: u32,
     #[serde(default)]
     pub raft: RaftTuning,
+    #[serde(default)]
+    pub actors: ActorTuning,
     pub tls: TlsConfig,
     /// Every member of the cluster, this node included.
     pub peers: Vec<Peer>,
@@ -50,6 +52,28 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 2000,
             snapshot_logs_since_last: 20_000,
             logs_to_keep: 1000,
+        }
+    }
+}
+
+/// Bounds of the account actors (see `actors::limits` for the defaults and what they mean).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorTuning {
+    /// Transfers one account actor accepts and has not yet proposed; past it, 429.
+    pub account_mailbox_max: usize,
+    /// Transfers one account actor has in flight at once.
+    pub account_inflight_max: usize,
+    /// Account actors resident on the node.
+    pub resident_accounts_max: usize,
+}
+
+impl Default for ActorTuning {
+    fn default() -> Self {
+        ActorTuning {
+            account_mailbox_max: actors::limits::ACCOUNT_MAILBOX_MAX,
+            account_inflight_max: actors::limits::ACCOUNT_INFLIGHT_MAX,
+            resident_accounts_max: actors::limits::RESIDENT_ACCOUNTS_MAX,
         }
     }
 }
@@ -143,6 +167,18 @@ impl Config {
         }
         if raft.snapshot_logs_since_last == 0 {
             return Err("raft: snapshot_logs_since_last must be positive".into());
+        }
+        let actors = &self.actors;
+        if actors.account_inflight_max == 0
+            || actors.account_inflight_max > actors.account_mailbox_max
+            || actors.account_mailbox_max > 1 << 20
+            || actors.resident_accounts_max == 0
+        {
+            return Err(
+                "actors: need 0 < account_inflight_max <= account_mailbox_max <= 1048576 and \
+                 resident_accounts_max > 0"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -53,6 +53,9 @@ pub struct DevArgs {
     /// Admin token (at least 16 characters); default: random. An existing cluster keeps its own.
     #[arg(long)]
     pub token: Option<String>,
+    /// Shards, one Raft group each (used when the cluster is created).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
 }
 
 /// What the command works with once the cluster's files exist.
@@ -165,6 +168,7 @@ fn prepare(args: &DevArgs) -> anyhow::Result<Setup> {
             args.http_port,
             args.token.clone(),
             RaftTuning::default(),
+            args.shards,
         )
         .with_context(|| format!("creating a cluster in {}", args.data.display()))?;
     }

@@ -15,8 +15,8 @@ pub const STATEMENT_LIMIT_DEFAULT: usize = 50;
 pub const STATEMENT_LIMIT_MAX: usize = ledger::limits::STATEMENT_LIMIT_MAX;
 /// Accounts listed per page.
 pub const ACCOUNTS_PAGE_MAX: usize = 1000;
-/// How often the expiry timer looks for pending transfers past their deadline.
-pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
+/// Cross-shard items of one batch request run as sagas, this many at once.
+pub const BATCH_SAGAS_CONCURRENCY: usize = 256;
 /// How long a graceful stop may take before the node exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

@@ -70,6 +70,9 @@ enum ClusterCmd {
         /// Log entries kept behind a snapshot.
         #[arg(long, default_value_t = 1000)]
         logs_to_keep: u64,
+        /// Shards (one Raft group each, replicated on every node).
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
     },
 }
 
@@ -89,6 +92,7 @@ fn main() -> anyhow::Result<()> {
                     token,
                     snapshot_logs,
                     logs_to_keep,
+                    shards,
                 },
         } => {
             let tuning = config::RaftTuning {
@@ -96,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                 logs_to_keep,
                 ..Default::default()
             };
-            let token = cluster_new::write_cluster(nodes, &data, http_port, token, tuning)?;
+            let token = cluster_new::write_cluster(nodes, &data, http_port, token, tuning, shards)?;
             println!("wrote a {nodes}-node cluster to {}", data.display());
             println!("admin token: {token}");
             Ok(())

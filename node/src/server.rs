@@ -9,26 +9,45 @@ use anyhow::Context;
 use cluster::batcher::Clock;
 use cluster::{Group, NetworkFactory, PeerClient, Peers, Shards, TlsFiles};
 use consensus::{open_log_db, open_sm_db, LogStore, Raft, StateMachineStore};
-use ledger::{Command, Currency, ShardId};
+use ledger::Currency;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::limits::{EXPIRY_TICK, HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE};
+use crate::limits::{HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE};
 use crate::telemetry;
 
-/// Raft groups per node in this version: every shard maps to group 0.
-const GROUPS: u32 = 1;
+/// The node that should lead a shard when it is up: shards are dealt round-robin over the
+/// members in id order, so leaders spread evenly.
+pub fn preferred_leader(config: &Config, shard: u32) -> u64 {
+    let mut ids: Vec<u64> = config.peers.iter().map(|p| p.id).collect();
+    ids.sort_unstable();
+    let index = usize::try_from(shard).expect("u32 fits usize") % ids.len();
+    ids[index]
+}
 
-fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+/// The Raft configuration of one shard's group on this node. The shard's preferred leader
+/// stands for election sooner (half the configured timeouts) than the other members, so it
+/// wins the first election and, when it comes back after a failure, the next one: leadership
+/// spreads over the nodes without a transfer protocol (openraft 0.9 has none).
+fn raft_config(config: &Config, shard: u32) -> anyhow::Result<Arc<openraft::Config>> {
     let tuning = &config.raft;
+    let (election_min, election_max) = if preferred_leader(config, shard) == config.node_id {
+        let min = (tuning.election_timeout_min_ms / 2).max(tuning.heartbeat_ms + 1);
+        (min, (tuning.election_timeout_min_ms * 9 / 10).max(min + 1))
+    } else {
+        (
+            tuning.election_timeout_min_ms,
+            tuning.election_timeout_max_ms,
+        )
+    };
     let raft = openraft::Config {
         cluster_name: "cellpay".to_string(),
         heartbeat_interval: tuning.heartbeat_ms,
-        election_timeout_min: tuning.election_timeout_min_ms,
-        election_timeout_max: tuning.election_timeout_max_ms,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: tuning.logs_to_keep,
         // openraft gives each AppendEntries RPC one heartbeat interval; a snapshot install
@@ -70,9 +89,9 @@ async fn open_groups(
         open_log_db(&config.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
     let sm_db =
         open_sm_db(&config.data_dir.join("state.redb")).context("opening the state machine")?;
-    let raft_config = raft_config(config)?;
     let mut groups = Vec::new();
-    for group in 0..GROUPS {
+    // One Raft group per shard, all sharing the node's two databases and its transport.
+    for group in 0..config.shards {
         let sm = StateMachineStore::open(sm_db.clone(), group, currency)?;
         let reader = sm.reader();
         let network = NetworkFactory::new(peers.clone(), group);
@@ -85,7 +104,8 @@ async fn open_groups(
             .map_or(0, |id| id.index);
         let committed = log.committed_index();
         let log_view = log.clone();
-        let raft = Raft::new(config.node_id, raft_config.clone(), network, log, sm).await?;
+        let raft_config = raft_config(config, group)?;
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm).await?;
         groups.push(Group::new(
             raft,
             reader,
@@ -120,6 +140,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
     ));
 
+    // The actor layer: account actors take client transfers (forwarded ones too).
+    let accounts = actors::Accounts::start(
+        Arc::new(actors::ShardsBackend(shards.clone())),
+        actors::AccountLimits {
+            mailbox_max: config.actors.account_mailbox_max,
+            inflight_max: config.actors.account_inflight_max,
+            resident_max: config.actors.resident_accounts_max,
+            ..actors::AccountLimits::default()
+        },
+    )
+    .await;
+    shards.set_transfer_hook(Arc::new(accounts.clone()));
+    let sessions = actors::Sessions::default();
+
     let raft_listener = TcpListener::bind(config.raft_addr)
         .await
         .with_context(|| format!("binding {}", config.raft_addr))?;
@@ -141,15 +175,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .collect();
     let bootstrapper = shards.clone();
-    tokio::spawn(async move { bootstrapper.bootstrap(members).await });
-    tokio::spawn(expiry_timer(shards.clone()));
+    let preferred = (0..config.shards)
+        .map(|shard| preferred_leader(&config, shard))
+        .collect();
+    tokio::spawn(async move { bootstrapper.bootstrap(members, preferred).await });
     for group in shards.groups() {
         tokio::spawn(stop_on_fatal(group.raft.clone(), pid_file.clone()));
     }
 
     let prometheus = telemetry::install_metrics()?;
+    // Timers, redress and the monitor, supervised (their deadlines live in replicated state).
+    actors::supervisor::start(actors::supervisor::RootArgs {
+        shards: shards.clone(),
+        accounts: accounts.clone(),
+        // The channels will hand sessions to the API; the monitor counts them meanwhile.
+        sessions,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the supervisors: {e}"))?;
     let state = Arc::new(AppState {
         shards: shards.clone(),
+        accounts: accounts.clone(),
         config: config.clone(),
         currency,
         prometheus,
@@ -186,39 +232,6 @@ async fn stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("stop signal received");
-}
-
-/// The time trigger for pending transfers: on a group's leader, proposes `ExpirePending` once
-/// the earliest deadline has passed. The deadlines live in the replicated state, so a new leader
-/// picks them up with nothing to hand over.
-async fn expiry_timer(shards: Arc<Shards>) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now_ms = u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )
-        .unwrap_or(u64::MAX);
-        for (index, group) in shards.groups().iter().enumerate() {
-            let leading = group.raft.metrics().borrow().current_leader == Some(shards.node_id());
-            let due = group
-                .reader
-                .read()
-                .ledger
-                .next_expiry_ms()
-                .is_some_and(|deadline| deadline <= now_ms);
-            if leading && due {
-                let shard = ShardId(u32::try_from(index).expect("group index fits u32"));
-                if let Err(error) = shards.write(shard, Command::ExpirePending).await {
-                    tracing::warn!(%error, "expiring pending transfers failed; will retry");
-                }
-            }
-        }
-    }
 }
 
 /// A Raft group that hit a fatal error (a failed fsync, a storage error) has stopped; the node

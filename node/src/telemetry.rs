@@ -17,7 +17,8 @@ pub const RAFT_SNAPSHOT: &str = "cellpay_raft_snapshot_index";
 pub const RAFT_LEADER: &str = "cellpay_raft_is_leader";
 pub const BUILD_INFO: &str = "cellpay_build_info";
 
-/// Every metric this node exports, for the golden test and the dashboard.
+/// Every metric this node exports, for the golden test and the dashboard (with the actor
+/// layer's, `actors::monitor::METRIC_NAMES`).
 #[cfg_attr(not(test), allow(dead_code))] // read by the golden test
 pub const METRIC_NAMES: &[&str] = &[
     BUILD_INFO,
@@ -115,13 +116,13 @@ mod tests {
     /// list with the golden file (regenerate with UPDATE_GOLDEN=1) and check the naming rules.
     #[test]
     fn metric_names_golden() {
-        for name in METRIC_NAMES {
+        let all = METRIC_NAMES
+            .iter()
+            .chain(actors::monitor::METRIC_NAMES.iter());
+        for name in all.clone() {
             assert!(name.starts_with("cellpay_"), "{name}");
         }
-        let text: String = METRIC_NAMES
-            .iter()
-            .map(|name| format!("{name}\n"))
-            .collect();
+        let text: String = all.map(|name| format!("{name}\n")).collect();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/metric_names.txt");
         if std::env::var("UPDATE_GOLDEN").is_ok() {
             std::fs::write(path, &text).expect("write golden");

@@ -819,6 +819,7 @@ async fn restarted_node_catches_up_by_snapshot() {
         nodes: 3,
         snapshot_logs: Some(20),
         logs_to_keep: Some(5),
+        ..Options::nodes(3)
     })
     .await;
     let customers: Vec<String> = (0..10).map(|i| format!("+2547000002{i:02}")).collect();

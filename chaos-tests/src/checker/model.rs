@@ -239,6 +239,56 @@ pub struct Ctx<'a> {
     pub lookup_nodes: BTreeSet<u64>,
     /// The transfers touching each account.
     pub by_account: BTreeMap<&'a str, Vec<Touch<'a>>>,
+    /// Per account, the same transfers split for fast lookups (see [`AccountIndex`]).
+    index: BTreeMap<&'a str, AccountIndex<'a>>,
+}
+
+/// One account's transfers arranged so that [`Ctx::possible`] at a point with a log position
+/// costs a binary search, not a scan of the whole history: the applied transfers with a
+/// position, per shard, sorted by it with running sums; everything else (no position, not
+/// surely applied) in a short list scanned as before.
+#[derive(Default, Debug)]
+struct AccountIndex<'a> {
+    shards: BTreeMap<Option<u32>, Ordered<'a>>,
+    rest: Vec<Touch<'a>>,
+}
+
+#[derive(Default, Debug)]
+struct Ordered<'a> {
+    touches: Vec<Touch<'a>>,
+    /// `sums[i]` = the deltas of `touches[..=i]`.
+    sums: Vec<i128>,
+    position: std::collections::HashMap<&'a str, usize>,
+}
+
+impl<'a> AccountIndex<'a> {
+    fn build(touches: &[Touch<'a>]) -> Self {
+        let mut index = AccountIndex::default();
+        for touch in touches {
+            match (touch.applied, touch.key) {
+                (Applied::Yes, Some(key)) => index
+                    .shards
+                    .entry(key.shard)
+                    .or_default()
+                    .touches
+                    .push(*touch),
+                (Applied::No, _) => {}
+                _ => index.rest.push(*touch),
+            }
+        }
+        for ordered in index.shards.values_mut() {
+            ordered
+                .touches
+                .sort_by_key(|t| t.key.map(|k| k.order()).unwrap_or_default());
+            let mut sum = 0i128;
+            for (i, touch) in ordered.touches.iter().enumerate() {
+                sum += touch.delta;
+                ordered.sums.push(sum);
+                ordered.position.insert(touch.id, i);
+            }
+        }
+        index
+    }
 }
 
 /// A transfer as one account sees it (a copy of what [`Ctx::possible`] needs).
@@ -266,9 +316,15 @@ impl<'a> Ctx<'a> {
             lookups: BTreeMap::new(),
             lookup_nodes: BTreeSet::new(),
             by_account: BTreeMap::new(),
+            index: BTreeMap::new(),
         };
         ctx.index_finals();
         ctx.index_transfers();
+        ctx.index = ctx
+            .by_account
+            .iter()
+            .map(|(account, touches)| (*account, AccountIndex::build(touches)))
+            .collect();
         ctx
     }
 
@@ -389,18 +445,44 @@ impl<'a> Ctx<'a> {
     /// The balances `account` may show at `p`, leaving out transfer `exclude`.
     pub fn possible(&self, account: &str, p: &Point, exclude: Option<&str>) -> Possible {
         let mut base = i128::from(self.initial(account));
+        let mut exact = 0i128;
         let mut unsure = Vec::new();
-        for x in self.by_account.get(account).into_iter().flatten() {
+        let mut consider = |x: &Touch<'_>| {
             if Some(x.id) == exclude || x.applied == Applied::No {
-                continue;
+                return;
             }
             match (place(x.key, x.lower_ns, x.upper_ns, p), x.applied) {
                 (Rel::After, _) => {}
                 (Rel::Before, Applied::Yes) => base += x.delta,
                 _ => unsure.push(x.delta),
             }
+        };
+        let Some(index) = self.index.get(account) else {
+            return subset_sums(&unsure).shift(base);
+        };
+        for x in &index.rest {
+            consider(x);
         }
-        subset_sums(&unsure).shift(base)
+        for (shard, ordered) in &index.shards {
+            match p.key {
+                // Same shard: exactly the transfers at or before the point's position.
+                Some(pk) if pk.shard == *shard => {
+                    let before = ordered
+                        .touches
+                        .partition_point(|t| t.key.is_some_and(|k| k.order() <= pk.order()));
+                    if before > 0 {
+                        exact += ordered.sums[before - 1];
+                    }
+                    if let Some(i) = exclude.and_then(|id| ordered.position.get(id)) {
+                        if *i < before {
+                            exact -= ordered.touches[*i].delta;
+                        }
+                    }
+                }
+                _ => ordered.touches.iter().for_each(&mut consider),
+            }
+        }
+        subset_sums(&unsure).shift(base + exact)
     }
 
     /// The balance an account had when the workload started (0 when absent).

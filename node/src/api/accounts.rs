@@ -6,7 +6,8 @@ use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ledger::{
-    AccountId, AccountKind, Answer, Command, Currency, NewAccount, Outcome, Query, ShardId, Summary,
+    AccountId, AccountKind, AccountView, Answer, Command, Currency, NewAccount, Outcome, Query,
+    ShardId, Summary,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -95,6 +96,9 @@ pub async fn create(
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_account_id(&id)?;
+    if id.is_system() {
+        return Ok(Json(json!(system_account(&app, &id).await?)));
+    }
     let shard = app.shards.shard_of(&id);
     match app.shards.read_at(shard, Query::Account(id)).await? {
         (Answer::Account(Some(view)), applied) => {
@@ -112,6 +116,32 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<
     }
 }
 
+/// A system account as the sum of its slices on every shard (each read linearizably on its
+/// shard; the sum is not one snapshot of the whole cluster, but each shard's part is exact).
+async fn system_account(app: &App, id: &AccountId) -> Result<AccountView, ApiError> {
+    let mut total: Option<AccountView> = None;
+    for shard in group_shards(app) {
+        match app.shards.read(shard, Query::Account(id.clone())).await? {
+            Answer::Account(Some(slice)) => match &mut total {
+                Some(total) => total.add_slice(&slice),
+                None => total = Some(slice),
+            },
+            Answer::Account(None) => {
+                return Err(ApiError::new(
+                    "internal",
+                    format!("shard {} has no slice of {id}", shard.0),
+                ))
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+    total.ok_or_else(|| ApiError::new("internal", "no shard answered"))
+}
+
+fn unexpected(answer: &Answer) -> ApiError {
+    ApiError::new("internal", format!("unexpected answer {answer:?}"))
+}
+
 pub async fn statement(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -119,6 +149,23 @@ pub async fn statement(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_account_id(&id)?;
     let limit = parse_limit(&params, STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX)?;
+    if id.is_system() {
+        // Every shard's slice has its own lines: merged newest first.
+        let mut entries = Vec::new();
+        for shard in group_shards(&app) {
+            let query = Query::Statement {
+                id: id.clone(),
+                limit,
+            };
+            match app.shards.read(shard, query).await? {
+                Answer::Statement(Some(part)) => entries.extend(part),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        entries.truncate(limit);
+        return Ok(Json(json!({ "entries": entries })));
+    }
     match app
         .shards
         .read(app.shards.shard_of(&id), Query::Statement { id, limit })
@@ -150,34 +197,44 @@ pub async fn list(
         .map(|text| parse_account_id(text))
         .transpose()?;
     let mut accounts = Vec::new();
+    // Below this id every shard's page is complete: the smallest last id of a full page.
+    let mut complete_to: Option<AccountId> = None;
     for shard in group_shards(&app) {
-        match app
-            .shards
-            .read(
-                shard,
-                Query::Accounts {
-                    after: after.clone(),
-                    limit,
-                },
-            )
-            .await?
-        {
-            Answer::Accounts(page) => accounts.extend(page),
-            other => {
-                return Err(ApiError::new(
-                    "internal",
-                    format!("unexpected answer {other:?}"),
-                ))
+        let query = Query::Accounts {
+            after: after.clone(),
+            limit,
+        };
+        match app.shards.read(shard, query).await? {
+            Answer::Accounts(page) => {
+                if page.len() == limit {
+                    let last = page.last().map(|a| a.id.clone());
+                    complete_to = complete_to.min(last.clone()).or(last);
+                }
+                accounts.extend(page);
             }
+            other => return Err(unexpected(&other)),
         }
     }
     accounts.sort_by(|a, b| a.id.cmp(&b.id));
-    accounts.truncate(limit);
-    let next = if accounts.len() == limit {
-        accounts.last().map(|a| a.id.to_string())
+    // System accounts come once per shard: one line each, the sum of the slices.
+    let mut merged: Vec<AccountView> = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        match merged.last_mut() {
+            Some(last) if last.id == account.id => last.add_slice(&account),
+            _ => merged.push(account),
+        }
+    }
+    if let Some(bound) = &complete_to {
+        merged.retain(|a| a.id <= *bound);
+    }
+    let more = complete_to.is_some() || merged.len() > limit;
+    merged.truncate(limit);
+    let next = if more {
+        merged.last().map(|a| a.id.to_string())
     } else {
         None
     };
+    let accounts = merged;
     Ok(Json(json!({ "accounts": accounts, "next": next })))
 }
 
@@ -190,9 +247,12 @@ pub async fn summary(State(app): State<App>) -> Result<Json<Value>, ApiError> {
         balance_sum: 0,
         float_balance: 0,
         fees_balance: 0,
+        sagas_running: 0,
+        legs_held: 0,
     };
-    for shard in group_shards(&app) {
-        let Answer::Summary(part) = app.shards.read(shard, Query::Summary).await? else {
+    let shards = group_shards(&app);
+    for shard in &shards {
+        let Answer::Summary(part) = app.shards.read(*shard, Query::Summary).await? else {
             return Err(ApiError::new(
                 "internal",
                 "unexpected answer to a summary query",
@@ -204,6 +264,11 @@ pub async fn summary(State(app): State<App>) -> Result<Json<Value>, ApiError> {
         total.balance_sum = total.balance_sum.saturating_add(part.balance_sum);
         total.float_balance = total.float_balance.saturating_add(part.float_balance);
         total.fees_balance = total.fees_balance.saturating_add(part.fees_balance);
+        total.sagas_running = total.sagas_running.saturating_add(part.sagas_running);
+        total.legs_held = total.legs_held.saturating_add(part.legs_held);
     }
+    // Each shard counts its own slices of `float` and `fees`: the cluster has one of each.
+    let extra_slices = 2 * (shards.len() as u64).saturating_sub(1);
+    total.accounts = total.accounts.saturating_sub(extra_slices);
     Ok(Json(json!(total)))
 }

@@ -36,6 +36,7 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("limit_exceeded", 422),
     ("currency_mismatch", 422),
     ("kind_not_allowed", 422),
+    ("payee_unreachable", 422),
     ("overloaded", 429),
     ("internal", 500),
     ("unavailable", 503),

@@ -28,6 +28,8 @@ use error::ApiError;
 
 pub struct AppState {
     pub shards: Arc<Shards>,
+    /// The account actors: the door for single transfers.
+    pub accounts: actors::Accounts,
     pub config: Arc<Config>,
     pub currency: Currency,
     pub prometheus: PrometheusHandle,

@@ -176,19 +176,12 @@ pub async fn log(
     let rendered: Vec<Value> = entries
         .into_iter()
         .map(|(index, at_ms, command)| {
-            let (kind, transfers): (&str, Vec<String>) = match command {
-                Command::Transfer(t) => ("transfer", vec![t.id.to_string()]),
-                Command::Batch(items) => {
-                    ("batch", items.iter().map(|t| t.id.to_string()).collect())
-                }
-                Command::Reverse(r) => ("reverse", vec![r.id.to_string()]),
-                Command::Post(id) => ("post", vec![id.to_string()]),
-                Command::Void(id) => ("void", vec![id.to_string()]),
-                Command::CreateAccount(_) => ("create_account", Vec::new()),
-                Command::ExpirePending => ("expire_pending", Vec::new()),
-                Command::SetTariff(_) => ("set_tariff", Vec::new()),
-                Command::SetAccountStatus { .. } => ("set_account_status", Vec::new()),
-            };
+            let kind = command.name();
+            let transfers: Vec<String> = command
+                .transfer_ids()
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
             json!({"index": index, "at_ms": at_ms, "command": kind, "transfers": transfers})
         })
         .collect();

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use cluster::saga::{self, Route};
+use futures::StreamExt;
 use ledger::limits::{AMOUNT_MAX, TEXT_BYTES_MAX, TIMEOUT_S_DEFAULT, TIMEOUT_S_MAX, TIMEOUT_S_MIN};
 use ledger::{
     Answer, Command, Currency, Outcome, Query, ReversalRequest, ShardId, TransferId, TransferKind,
@@ -18,7 +20,7 @@ use super::accounts::{parse_account_id, parse_currency};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::App;
-use crate::limits::BATCH_MAX;
+use crate::limits::{BATCH_MAX, BATCH_SAGAS_CONCURRENCY};
 use crate::telemetry;
 
 #[derive(Deserialize)]
@@ -148,18 +150,26 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request = validate(body, app.currency)?;
     let kind = request.kind;
-    let shard = app.shards.shard_of(&request.from);
-    match app.shards.write(shard, Command::Transfer(request)).await? {
-        Outcome::Transfer(outcome) => {
-            telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
-            let (status, body) = answer(&outcome, shard);
-            Ok((status, Json(body)))
-        }
-        other => Err(ApiError::new(
-            "internal",
-            format!("unexpected outcome {other:?}"),
-        )),
+    let route = sharded(&app, &request)?;
+    let outcome = app.accounts.transfer(request).await?;
+    telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
+    let (status, body) = answer(&outcome, route.payer);
+    Ok((status, Json(body)))
+}
+
+/// The transfer's route over the shards. What runs as a saga in this version: transfers that
+/// complete at once. A pending transfer must keep its money on one shard (its `post`, `void`
+/// and expiry are local commands); cross-shard pending transfers are refused until sagas
+/// carry them.
+fn sharded(app: &App, request: &TransferRequest) -> Result<Route, ApiError> {
+    let route = Route::of(request, app.shards.shard_count());
+    if request.pending && route.payer != route.payee {
+        return Err(ApiError::new(
+            "invalid_request",
+            "pending transfers between accounts of different shards are not supported yet",
+        ));
     }
+    Ok(route)
 }
 
 /// Up to 8190 transfers; each item gets exactly the answer its single call would have got.
@@ -176,22 +186,54 @@ pub async fn batch(
     }
     let mut results: Vec<Value> = vec![Value::Null; body.transfers.len()];
     let mut by_group: BTreeMap<u32, (ShardId, Vec<(usize, TransferRequest)>)> = BTreeMap::new();
+    let mut sagas: Vec<(usize, Route, TransferRequest)> = Vec::new();
     for (index, item) in body.transfers.into_iter().enumerate() {
         let parsed = serde_json::from_value::<TransferBody>(item)
             .map_err(|e| ApiError::new("invalid_request", e.to_string()))
-            .and_then(|body| validate(body, app.currency));
+            .and_then(|body| validate(body, app.currency))
+            .and_then(|request| Ok((sharded(&app, &request)?, request)));
         match parsed {
-            Ok(request) => {
-                let shard = app.shards.shard_of(&request.from);
-                let group = app.shards.group_of(shard);
+            // Items one shard can do alone go out as one batch command per shard.
+            Ok((route, request)) if route.is_local() => {
+                let group = app.shards.group_of(route.home);
                 by_group
                     .entry(group)
-                    .or_insert_with(|| (shard, Vec::new()))
+                    .or_insert_with(|| (route.home, Vec::new()))
                     .1
                     .push((index, request));
             }
+            Ok((route, request)) => sagas.push((index, route, request)),
             Err(error) => results[index] = error.body(),
         }
+    }
+    // The rest run as sagas, a bounded number at once (each answers like its single call).
+    let saga_results: Vec<(
+        usize,
+        Route,
+        TransferKind,
+        Result<TransferOutcome, ApiError>,
+    )> = futures::stream::iter(sagas)
+        .map(|(index, route, request)| {
+            let app = app.clone();
+            async move {
+                let kind = request.kind;
+                let outcome = saga::transfer(&app.shards, request)
+                    .await
+                    .map_err(ApiError::from);
+                (index, route, kind, outcome)
+            }
+        })
+        .buffer_unordered(BATCH_SAGAS_CONCURRENCY)
+        .collect()
+        .await;
+    for (index, route, kind, outcome) in saga_results {
+        results[index] = match outcome {
+            Ok(outcome) => {
+                telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
+                answer(&outcome, route.payer).1
+            }
+            Err(error) => error.body(),
+        };
     }
     let writes = by_group.into_values().map(|(shard, items)| {
         let app = app.clone();
@@ -220,15 +262,17 @@ pub async fn batch(
     Ok(Json(json!({ "results": results })))
 }
 
-/// Finds a transfer's record and the shard that holds it (asks every group).
+/// Finds a transfer's record and the shard holding it: the id's home shard first (its record
+/// is authoritative, a saga's included), then every other group.
 async fn locate(app: &App, id: &TransferId) -> Result<(ShardId, TransferView), ApiError> {
     let groups = u32::try_from(app.shards.groups().len()).expect("group count fits u32");
-    for group in 0..groups {
-        let shard = ShardId(group);
+    let home = ledger::home_of(id, app.shards.shard_count());
+    let others = (0..groups).map(ShardId).filter(|shard| *shard != home);
+    for shard in std::iter::once(home).chain(others) {
         if let Answer::Transfer(Some(view)) =
             app.shards.read(shard, Query::Transfer(id.clone())).await?
         {
-            return Ok((app.shards.shard_of(&view.from), view));
+            return Ok((shard, view));
         }
     }
     Err(ApiError::from_code(ledger::Code::TransferNotFound))
@@ -284,6 +328,15 @@ pub async fn reverse(
         ));
     }
     let (shard, _) = locate(&app, &original).await?;
+    if ledger::home_of(&id, app.shards.shard_count()) != shard {
+        // The reversal's id must be claimed by its home shard; in this version a reversal is
+        // one local command, so its id must live where the original's money does.
+        return Err(ApiError::new(
+            "invalid_request",
+            "reversals across shards are not supported yet: choose a reversal id of the \
+             original's shard",
+        ));
+    }
     let request = ReversalRequest {
         id,
         original,

@@ -529,6 +529,7 @@ pub struct Options {
     pub nodes: u64,
     pub snapshot_logs: Option<u64>,
     pub logs_to_keep: Option<u64>,
+    pub shards: Option<u32>,
 }
 
 impl Options {
@@ -537,6 +538,7 @@ impl Options {
             nodes,
             snapshot_logs: None,
             logs_to_keep: None,
+            shards: None,
         }
     }
 }
@@ -586,6 +588,9 @@ impl TestCluster {
             .args(["--http-port", &base_port.to_string(), "--token", TOKEN]);
         if let Some(n) = options.snapshot_logs {
             command.args(["--snapshot-logs", &n.to_string()]);
+        }
+        if let Some(n) = options.shards {
+            command.args(["--shards", &n.to_string()]);
         }
         if let Some(n) = options.logs_to_keep {
             command.args(["--logs-to-keep", &n.to_string()]);

@@ -1,0 +1,327 @@
+//! The saga coordinator: runs a transfer whose id, payer and payee are not all on one shard
+//! (see `ledger::saga` for the steps and why no step can create money).
+//!
+//! Any node may coordinate: every step is a replicated, idempotent command routed to its
+//! shard's leader, so two coordinators of one saga (a client's retry on another node, and the
+//! home leader's redress sweep) drive it to the same end. A step that does not answer is
+//! retried with bounded exponential backoff and jitter until the saga's deadline; past it, the
+//! coordinator redresses: it fences the credit and voids the hold, or, if the credit had
+//! landed, posts. A saga whose shards stay unreachable is left running and is finished by
+//! [`sweep`] on the home shard's leader later.
+//!
+//! **The one ordering rule**: a hold is voided only once the payee's leg can no longer be
+//! credited (its credit was rejected, or `CancelCredit` fenced it). Otherwise two coordinators
+//! could race — one voiding the hold after its own step timed out while the other, having seen
+//! the hold, credits the payee — and the payee would be paid from the float with nobody
+//! debited. Every path to `VoidHold` below goes through a rejected or fenced credit.
+
+use std::time::Duration;
+
+use ledger::{
+    Accepted, AccountId, Code, Command, LegOutcome, Outcome, Saga, SagaOutcome, ShardId,
+    TransferOutcome, TransferRequest, TransferStatus,
+};
+
+use crate::limits::{
+    STEP_ATTEMPTS_MAX, STEP_BACKOFF_MAX, STEP_BACKOFF_MIN, SWEEP_BATCH_MAX, SWEEP_CONCURRENCY,
+};
+use crate::rpc::RouteError;
+use crate::shards::Shards;
+
+/// The shards a transfer touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Where the id's record lives.
+    pub home: ShardId,
+    pub payer: ShardId,
+    pub payee: ShardId,
+}
+
+impl Route {
+    /// System accounts have a slice on every shard: their side is served where the other
+    /// account lives (or, when both are system accounts, on the home shard).
+    pub fn of(request: &TransferRequest, shard_count: u32) -> Route {
+        let home = ledger::home_of(&request.id, shard_count);
+        let side =
+            |account: &AccountId, other: &AccountId| match (account.is_system(), other.is_system())
+            {
+                (true, true) => home,
+                (true, false) => ledger::shard_of(other, shard_count),
+                (false, _) => ledger::shard_of(account, shard_count),
+            };
+        Route {
+            home,
+            payer: side(&request.from, &request.to),
+            payee: side(&request.to, &request.from),
+        }
+    }
+
+    /// One shard does it all: one local command.
+    pub fn is_local(&self) -> bool {
+        self.home == self.payer && self.payer == self.payee
+    }
+}
+
+/// The account whose actor takes a transfer: the payer, or the payee when the payer is a
+/// system account (`float` issuing e-money to a customer).
+pub fn owner(request: &TransferRequest) -> &AccountId {
+    if request.from.is_system() && !request.to.is_system() {
+        &request.to
+    } else {
+        &request.from
+    }
+}
+
+/// Runs one transfer to its answer: locally when its route is, else as a saga.
+pub async fn transfer(
+    shards: &Shards,
+    request: TransferRequest,
+) -> Result<TransferOutcome, RouteError> {
+    let route = Route::of(&request, shards.shard_count());
+    if route.is_local() {
+        return match shards.write(route.home, Command::Transfer(request)).await? {
+            Outcome::Transfer(outcome) => Ok(outcome),
+            other => Err(unexpected(&other)),
+        };
+    }
+    let id = request.id.clone();
+    let begin = Command::SagaBegin {
+        request,
+        payer_shard: route.payer,
+        payee_shard: route.payee,
+    };
+    match shards.write(route.home, begin).await? {
+        Outcome::Saga(SagaOutcome::Running(saga)) => drive(shards, &saga).await,
+        Outcome::Saga(SagaOutcome::Finished(answer)) => Ok(answer),
+        Outcome::Saga(SagaOutcome::Refused(code)) => Ok(TransferOutcome::Refused { id, code }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Drives a running saga to its end and records the answer on its home shard.
+pub async fn drive(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    let answer = if saga.payer_shard == saga.payee_shard {
+        // The money stays on one shard; only the id lives elsewhere.
+        let command = Command::Transfer(saga.request.clone());
+        match step(shards, saga.payer_shard, command).await? {
+            Outcome::Transfer(outcome) => outcome,
+            other => return Err(unexpected(&other)),
+        }
+    } else {
+        legs(shards, saga).await?
+    };
+    let home = ledger::home_of(&saga.request.id, shards.shard_count());
+    let finish = Command::SagaFinish {
+        id: saga.request.id.clone(),
+        answer,
+    };
+    match step(shards, home, finish).await? {
+        Outcome::Saga(SagaOutcome::Finished(answer)) => Ok(answer),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Hold, credit, post — or redress.
+async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    let request = &saga.request;
+    let id = request.id.clone();
+    let deadline = saga.deadline_ms;
+    let rejected = |code| TransferOutcome::Rejected {
+        id: id.clone(),
+        code,
+        log_index: 0,
+        log_pos: 0,
+    };
+    let hold = step_until(
+        shards,
+        saga.payer_shard,
+        Command::Hold(request.clone()),
+        deadline,
+    )
+    .await;
+    match leg(hold)? {
+        Some(LegOutcome::Held { .. }) => {}
+        // Nothing was held, so nothing can be credited (credits follow holds).
+        Some(LegOutcome::Rejected(code)) => return Ok(rejected(code)),
+        Some(LegOutcome::Refused(code)) => return Ok(TransferOutcome::Refused { id, code }),
+        // A hold that was posted already (another coordinator got further): carry on.
+        Some(LegOutcome::Posted { .. }) => {}
+        // Fenced by an earlier redress, or past the deadline without an answer.
+        Some(LegOutcome::Voided) | None => return redress(shards, saga).await,
+        Some(other) => return Err(unexpected_leg(&other)),
+    }
+    let credit = step_until(
+        shards,
+        saga.payee_shard,
+        Command::Credit(request.clone()),
+        deadline,
+    )
+    .await;
+    let credited = match leg(credit)? {
+        Some(LegOutcome::Credited { to_balance, .. }) => to_balance,
+        // Recorded: this credit can never happen now.
+        Some(LegOutcome::Rejected(code)) => {
+            void(shards, saga).await?;
+            return Ok(rejected(code));
+        }
+        Some(LegOutcome::Cancelled) | None => return redress(shards, saga).await,
+        Some(other) => return Err(unexpected_leg(&other)),
+    };
+    post(shards, saga, credited).await
+}
+
+/// The payee's leg is credited: the hold becomes a debit.
+async fn post(
+    shards: &Shards,
+    saga: &Saga,
+    to_balance: i64,
+) -> Result<TransferOutcome, RouteError> {
+    let request = &saga.request;
+    let id = request.id.clone();
+    let post = Command::PostHold(id.clone());
+    match step(shards, saga.payer_shard, post).await? {
+        Outcome::Leg(LegOutcome::Posted {
+            fee,
+            from_balance,
+            log_index,
+            log_pos,
+        }) => Ok(TransferOutcome::Accepted(Accepted {
+            id,
+            status: TransferStatus::Completed,
+            amount: request.amount,
+            fee,
+            from_balance,
+            to_balance,
+            log_index,
+            log_pos,
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Redress: fences the payee's leg first; a credit that landed after all is posted, anything
+/// else releases (or fences) the hold.
+async fn redress(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    let id = saga.request.id.clone();
+    let cancel = Command::CancelCredit(id.clone());
+    let code = match step(shards, saga.payee_shard, cancel).await? {
+        Outcome::Leg(LegOutcome::Credited { to_balance, .. }) => {
+            return post(shards, saga, to_balance).await;
+        }
+        Outcome::Leg(LegOutcome::Rejected(code)) => code,
+        Outcome::Leg(LegOutcome::Cancelled) => Code::PayeeUnreachable,
+        other => return Err(unexpected(&other)),
+    };
+    void(shards, saga).await?;
+    Ok(TransferOutcome::Rejected {
+        id,
+        code,
+        log_index: 0,
+        log_pos: 0,
+    })
+}
+
+/// Releases (or fences) the payer's hold. Only once the payee's leg is fenced or rejected.
+async fn void(shards: &Shards, saga: &Saga) -> Result<(), RouteError> {
+    let command = Command::VoidHold(saga.request.id.clone());
+    match step(shards, saga.payer_shard, command).await? {
+        Outcome::Leg(LegOutcome::Voided | LegOutcome::Rejected(_)) => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A leg step's outcome; `None` when the deadline passed without one.
+fn leg(result: Result<Option<Outcome>, RouteError>) -> Result<Option<LegOutcome>, RouteError> {
+    match result? {
+        Some(Outcome::Leg(outcome)) => Ok(Some(outcome)),
+        Some(other) => Err(unexpected(&other)),
+        None => Ok(None),
+    }
+}
+
+/// Sends one step until its shard answers, or until `deadline_ms` (leader clock) has passed:
+/// then `Ok(None)`.
+async fn step_until(
+    shards: &Shards,
+    shard: ShardId,
+    command: Command,
+    deadline_ms: u64,
+) -> Result<Option<Outcome>, RouteError> {
+    retry(shards, shard, command, Some(deadline_ms)).await
+}
+
+/// Sends one step until its shard answers; after `STEP_ATTEMPTS_MAX` attempts, the last error
+/// (the saga stays running for [`sweep`]).
+async fn step(shards: &Shards, shard: ShardId, command: Command) -> Result<Outcome, RouteError> {
+    match retry(shards, shard, command, None).await? {
+        Some(outcome) => Ok(outcome),
+        None => Err(RouteError::Unavailable("no deadline, no answer".into())),
+    }
+}
+
+/// Bounded exponential backoff with jitter between attempts.
+async fn retry(
+    shards: &Shards,
+    shard: ShardId,
+    command: Command,
+    deadline_ms: Option<u64>,
+) -> Result<Option<Outcome>, RouteError> {
+    let mut backoff = STEP_BACKOFF_MIN;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match shards.write(shard, command.clone()).await {
+            Ok(outcome) => return Ok(Some(outcome)),
+            Err(error) => {
+                match deadline_ms {
+                    Some(deadline) if shards.now_ms() >= deadline => return Ok(None),
+                    None if attempts >= STEP_ATTEMPTS_MAX => return Err(error),
+                    _ => {}
+                }
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(STEP_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Up to half the delay again, from the clock's low bits (enough to spread retries apart).
+fn jitter(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let extra = delay.as_millis() as u64 / 2;
+    delay + Duration::from_millis(u64::from(nanos) % extra.max(1))
+}
+
+/// Finishes (or redresses) every running saga whose home is `home` and that began at least
+/// `older_than_ms` ago; run by the home shard's leader. Returns how many it finished.
+pub async fn sweep(shards: &Shards, home: ShardId, older_than_ms: u64) -> usize {
+    use futures::StreamExt;
+    let now = shards.now_ms();
+    let due: Vec<Saga> = shards
+        .running_sagas(home, SWEEP_BATCH_MAX)
+        .into_iter()
+        .filter(|saga| saga.begun_at_ms.saturating_add(older_than_ms) <= now)
+        .collect();
+    futures::stream::iter(due)
+        .map(|saga| async move {
+            let result = drive(shards, &saga).await;
+            if let Err(error) = &result {
+                tracing::warn!(id = %saga.request.id, %error, "saga still not finished");
+            }
+            result.is_ok()
+        })
+        .buffer_unordered(SWEEP_CONCURRENCY)
+        .filter(|finished| std::future::ready(*finished))
+        .count()
+        .await
+}
+
+fn unexpected(outcome: &Outcome) -> RouteError {
+    RouteError::Unavailable(format!("unexpected outcome {outcome:?}"))
+}
+
+fn unexpected_leg(outcome: &LegOutcome) -> RouteError {
+    RouteError::Unavailable(format!("unexpected leg outcome {outcome:?}"))
+}

@@ -1,0 +1,569 @@
+//! Cross-shard transfers, as sagas.
+//!
+//! Every transfer id has a **home shard**, `shard_of(id)`, which keeps the id's one record: the
+//! idempotency key and the answer. Money lives on the shards of the accounts it moves between
+//! (system accounts `float` and `fees` have a slice on every shard, so an issue, a redeem or a
+//! fee never leaves the customer's shard). When the home, the payer's and the payee's shard
+//! are one shard, a transfer is one local command ([`crate::Command::Transfer`]). Otherwise
+//! the home shard's leader coordinates a saga, each step a replicated, idempotent command:
+//!
+//! 1. home: [`crate::Command::SagaBegin`] records the request (or answers a retry, or refuses an
+//!    id used by another body);
+//! 2. payer and payee on one shard: that shard applies the transfer as a local command; else
+//!    payer's shard: [`crate::Command::Hold`] checks the payer's side of the rules and holds
+//!    `amount + fee` (in-flight money is visible as a hold);
+//! 3. payee's shard: [`crate::Command::Credit`] checks the payee's side and credits the payee
+//!    from that shard's float slice;
+//! 4. payer's shard: [`crate::Command::PostHold`] turns the hold into a debit, crediting the
+//!    float slice and the fees slice there — or, when the credit was refused,
+//!    [`crate::Command::VoidHold`] releases it (**redress**);
+//! 5. home: [`crate::Command::SagaFinish`] records the answer the client gets.
+//!
+//! Every shard's balances sum to 0 after every command, so the whole cluster's do too, at any
+//! moment: no step creates money. A step that timed out is retried with the same id, which
+//! answers as the first time. A coordinator that gives up on a credit (past the saga's
+//! deadline) sends [`crate::Command::CancelCredit`], which fences a late credit, then voids the
+//! hold; a hold that never arrived is fenced the same way by `VoidHold`. A coordinator voids a
+//! hold only after the payee's leg is fenced or rejected: voiding first would let a second
+//! coordinator, which saw the hold, credit the payee with nobody paying. The saga's state is in
+//! the home shard's log, so a new leader finishes or redresses every saga the old one started.
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountStatus, Direction, Entry};
+use crate::codes::Code;
+use crate::ids::{AccountId, ShardId, TransferId};
+use crate::limits::{AMOUNT_MAX, BALANCE_MAX};
+use crate::state::{add, payee_allows, payer_allows, push_entry, shape_check, signed, sub, Ledger};
+use crate::transfer::{At, TransferOutcome, TransferRequest};
+
+/// How long a saga may run before its coordinator redresses what is not done, in ms.
+pub const SAGA_DEADLINE_MS: u64 = 10_000;
+
+/// A saga as its home shard keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saga {
+    pub request: TransferRequest,
+    pub payer_shard: ShardId,
+    pub payee_shard: ShardId,
+    pub begun_at_ms: u64,
+    /// Past it, the coordinator stops pushing forward and redresses.
+    pub deadline_ms: u64,
+    /// `None` while running; then the answer every retry gets.
+    pub answer: Option<TransferOutcome>,
+    /// Where `SagaBegin` was applied in the home shard's log.
+    pub log_index: u64,
+    pub log_pos: u32,
+}
+
+/// What `SagaBegin` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SagaOutcome {
+    /// The saga runs (begun now, or earlier and not finished): the caller drives it.
+    Running(Saga),
+    /// It finished earlier: the answer it recorded.
+    Finished(TransferOutcome),
+    /// Nothing recorded: the id names another body (`id_conflict`), or the request's shape is
+    /// wrong, or `SagaFinish` named no saga.
+    Refused(Code),
+}
+
+/// Where a leg stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LegState {
+    /// Payer side: `amount + fee` held.
+    Held,
+    /// Payer side: debited (the hold released into the payer's balance).
+    Posted,
+    /// Payer side: released without effect — or fenced before any hold arrived.
+    Voided,
+    /// Payee side: credited.
+    Credited,
+    /// Payee side: fenced before any credit arrived; a later credit is refused.
+    Cancelled,
+    /// The side's rules refused it; recorded so a retry gets the same code.
+    Rejected(Code),
+}
+
+/// One side of a cross-shard transfer on one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// `None` for a fence (`VoidHold` or `CancelCredit` before the hold or credit).
+    pub request: Option<TransferRequest>,
+    pub fee: u64,
+    pub state: LegState,
+    /// The account's balance right after this leg moved money (post or credit).
+    pub balance_after: i64,
+    pub at_ms: u64,
+    /// Where the leg last moved money (or was recorded) in this shard's log.
+    pub log_index: u64,
+    pub log_pos: u32,
+}
+
+/// What a leg command answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LegOutcome {
+    Held {
+        fee: u64,
+    },
+    Posted {
+        fee: u64,
+        from_balance: i64,
+        log_index: u64,
+        log_pos: u32,
+    },
+    Voided,
+    Credited {
+        to_balance: i64,
+        log_index: u64,
+        log_pos: u32,
+    },
+    Cancelled,
+    /// The side's business rules said no (recorded).
+    Rejected(Code),
+    /// Not applicable: unknown leg, wrong state, or the id names another body.
+    Refused(Code),
+}
+
+impl Leg {
+    /// The answer this leg gives now (retries of any leg command that already took effect).
+    pub fn outcome(&self) -> LegOutcome {
+        match self.state {
+            LegState::Held => LegOutcome::Held { fee: self.fee },
+            LegState::Posted => LegOutcome::Posted {
+                fee: self.fee,
+                from_balance: self.balance_after,
+                log_index: self.log_index,
+                log_pos: self.log_pos,
+            },
+            LegState::Voided => LegOutcome::Voided,
+            LegState::Credited => LegOutcome::Credited {
+                to_balance: self.balance_after,
+                log_index: self.log_index,
+                log_pos: self.log_pos,
+            },
+            LegState::Cancelled => LegOutcome::Cancelled,
+            LegState::Rejected(code) => LegOutcome::Rejected(code),
+        }
+    }
+}
+
+impl Ledger {
+    pub fn saga(&self, id: &TransferId) -> Option<&Saga> {
+        self.sagas.get(id)
+    }
+
+    pub fn leg(&self, id: &TransferId) -> Option<&Leg> {
+        self.legs.get(id)
+    }
+
+    /// Running sagas, earliest deadline first (a new leader's coordinator drives them all).
+    pub fn running_sagas(&self) -> impl Iterator<Item = &Saga> {
+        self.saga_deadlines
+            .iter()
+            .filter_map(|(_, id)| self.sagas.get(id))
+    }
+
+    /// The earliest deadline of a running saga.
+    pub fn next_saga_deadline_ms(&self) -> Option<u64> {
+        self.saga_deadlines.first().map(|(at_ms, _)| *at_ms)
+    }
+
+    pub(crate) fn saga_begin(
+        &mut self,
+        request: &TransferRequest,
+        (payer_shard, payee_shard): (ShardId, ShardId),
+        at: At,
+    ) -> SagaOutcome {
+        if let Some(saga) = self.sagas.get(&request.id) {
+            if saga.request != *request {
+                return SagaOutcome::Refused(Code::IdConflict);
+            }
+            return match &saga.answer {
+                Some(answer) => SagaOutcome::Finished(answer.clone()),
+                None => SagaOutcome::Running(saga.clone()),
+            };
+        }
+        if self.transfers.contains_key(&request.id) {
+            // A local transfer owns the id: a saga never has the same body (routing is fixed).
+            return SagaOutcome::Refused(Code::IdConflict);
+        }
+        if let Err(code) = shape_check(request) {
+            return SagaOutcome::Refused(code);
+        }
+        let deadline_ms = at.ms.saturating_add(SAGA_DEADLINE_MS);
+        let saga = Saga {
+            request: request.clone(),
+            payer_shard,
+            payee_shard,
+            begun_at_ms: at.ms,
+            deadline_ms,
+            answer: None,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
+        };
+        self.saga_deadlines
+            .insert((deadline_ms, request.id.clone()));
+        self.sagas.insert(request.id.clone(), saga.clone());
+        SagaOutcome::Running(saga)
+    }
+
+    /// Records the saga's answer; the first answer recorded stays.
+    pub(crate) fn saga_finish(&mut self, id: &TransferId, answer: &TransferOutcome) -> SagaOutcome {
+        let Some(saga) = self.sagas.get_mut(id) else {
+            return SagaOutcome::Refused(Code::TransferNotFound);
+        };
+        if let Some(existing) = &saga.answer {
+            return SagaOutcome::Finished(existing.clone());
+        }
+        saga.answer = Some(answer.clone());
+        let removed = self.saga_deadlines.remove(&(saga.deadline_ms, id.clone()));
+        assert!(removed, "running saga {id} had no deadline entry");
+        SagaOutcome::Finished(answer.clone())
+    }
+
+    /// An existing leg under this id answers for itself (a retry), or the id is taken.
+    fn existing_leg(&self, request: &TransferRequest) -> Option<LegOutcome> {
+        let leg = self.legs.get(&request.id)?;
+        Some(match &leg.request {
+            Some(first) if first != request => LegOutcome::Refused(Code::IdConflict),
+            _ => leg.outcome(),
+        })
+    }
+
+    /// Legs move money between customer-like accounts only: system accounts have a slice on
+    /// every shard, so a transfer touching one never needs a saga.
+    fn leg_shape(request: &TransferRequest) -> Result<(), Code> {
+        if request.from.is_system() || request.to.is_system() {
+            return Err(Code::InvalidRequest);
+        }
+        shape_check(request)
+    }
+
+    fn record_leg(&mut self, request: Option<&TransferRequest>, id: &TransferId, leg: Leg) {
+        debug_assert!(request.is_none_or(|r| r.id == *id));
+        self.legs.insert(id.clone(), leg);
+    }
+
+    fn new_leg(request: Option<&TransferRequest>, fee: u64, state: LegState, at: At) -> Leg {
+        Leg {
+            request: request.cloned(),
+            fee,
+            state,
+            balance_after: 0,
+            at_ms: at.ms,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
+        }
+    }
+
+    /// The payer's side of the rules (see `business_check`); the fee on success.
+    fn payer_check(&self, request: &TransferRequest) -> Result<u64, Code> {
+        let from = self
+            .accounts
+            .get(&request.from)
+            .ok_or(Code::AccountNotFound)?;
+        match from.status {
+            AccountStatus::Active => {}
+            AccountStatus::Frozen => return Err(Code::AccountFrozen),
+            AccountStatus::Closed => return Err(Code::AccountClosed),
+        }
+        if request.currency != from.currency {
+            return Err(Code::CurrencyMismatch);
+        }
+        if !payer_allows(request.kind, from) {
+            return Err(Code::KindNotAllowed);
+        }
+        if request.amount > self.tariff.amount_max(request.kind) {
+            return Err(Code::LimitExceeded);
+        }
+        let fee = self.tariff.fee(request.kind, request.amount);
+        let total = request.amount.checked_add(fee).ok_or(Code::LimitExceeded)?;
+        if total > AMOUNT_MAX {
+            return Err(Code::LimitExceeded);
+        }
+        if from.available() < signed(total) {
+            return Err(Code::InsufficientFunds);
+        }
+        // The slices the post credits must stay bounded, counting what is promised to them.
+        for (slice, amount) in [
+            (AccountId::float(), request.amount),
+            (AccountId::fees(), fee),
+        ] {
+            let account = self.accounts.get(&slice).expect("system slices exist");
+            if add(add(account.balance, account.pending_in), signed(amount)) > BALANCE_MAX {
+                return Err(Code::LimitExceeded);
+            }
+        }
+        Ok(fee)
+    }
+
+    /// The payee's side of the rules.
+    fn payee_check(&self, request: &TransferRequest) -> Result<(), Code> {
+        let to = self
+            .accounts
+            .get(&request.to)
+            .ok_or(Code::AccountNotFound)?;
+        match to.status {
+            AccountStatus::Active => {}
+            AccountStatus::Frozen => return Err(Code::AccountFrozen),
+            AccountStatus::Closed => return Err(Code::AccountClosed),
+        }
+        if request.currency != to.currency {
+            return Err(Code::CurrencyMismatch);
+        }
+        if !payee_allows(request.kind, to) {
+            return Err(Code::KindNotAllowed);
+        }
+        if add(add(to.balance, to.pending_in), signed(request.amount)) > BALANCE_MAX {
+            return Err(Code::LimitExceeded);
+        }
+        let float = self
+            .accounts
+            .get(&AccountId::float())
+            .expect("system slices exist");
+        if sub(float.available(), signed(request.amount)) < -BALANCE_MAX {
+            return Err(Code::LimitExceeded);
+        }
+        Ok(())
+    }
+
+    /// Payer's shard: checks the payer's side and holds `amount + fee`.
+    pub(crate) fn leg_hold(&mut self, request: &TransferRequest, at: At) -> LegOutcome {
+        if let Some(existing) = self.existing_leg(request) {
+            return existing;
+        }
+        if let Err(code) = Self::leg_shape(request) {
+            return LegOutcome::Refused(code);
+        }
+        let fee = match self.payer_check(request) {
+            Ok(fee) => fee,
+            Err(code) => {
+                let leg = Self::new_leg(Some(request), 0, LegState::Rejected(code), at);
+                self.record_leg(Some(request), &request.id, leg);
+                return LegOutcome::Rejected(code);
+            }
+        };
+        let total = signed(request.amount.checked_add(fee).expect("checked"));
+        let from = self
+            .accounts
+            .get_mut(&request.from)
+            .expect("checked in payer_check");
+        from.pending_out = add(from.pending_out, total);
+        assert!(from.available() >= 0, "hold overdrew {}", from.id);
+        self.promise(request.amount, fee, true);
+        let leg = Self::new_leg(Some(request), fee, LegState::Held, at);
+        self.record_leg(Some(request), &request.id, leg);
+        LegOutcome::Held { fee }
+    }
+
+    /// Counts (or releases) what a held leg will credit to this shard's float and fees slices.
+    fn promise(&mut self, amount: u64, fee: u64, hold: bool) {
+        for (slice, value) in [(AccountId::float(), amount), (AccountId::fees(), fee)] {
+            let account = self.accounts.get_mut(&slice).expect("system slices exist");
+            account.pending_in = if hold {
+                add(account.pending_in, signed(value))
+            } else {
+                sub(account.pending_in, signed(value))
+            };
+        }
+    }
+
+    /// Releases a held leg's hold and promises (before posting or voiding it).
+    fn release_leg(&mut self, request: &TransferRequest, fee: u64) {
+        let total = signed(request.amount.checked_add(fee).expect("bounded"));
+        let from = self
+            .accounts
+            .get_mut(&request.from)
+            .expect("accounts are never deleted");
+        from.pending_out = sub(from.pending_out, total);
+        assert!(
+            from.pending_out >= 0,
+            "leg hold released twice on {}",
+            from.id
+        );
+        self.promise(request.amount, fee, false);
+    }
+
+    /// Payer's shard: the held amount leaves the payer for this shard's float slice (the
+    /// payee was credited from the float slice of its shard) and the fee goes to `fees`.
+    pub(crate) fn leg_post(&mut self, id: &TransferId, at: At) -> LegOutcome {
+        let Some(leg) = self.legs.get(id) else {
+            return LegOutcome::Refused(Code::TransferNotFound);
+        };
+        match leg.state {
+            LegState::Held => {}
+            LegState::Posted => return leg.outcome(),
+            _ => return LegOutcome::Refused(Code::TransferNotPending),
+        }
+        let request = leg.request.clone().expect("a held leg has its request");
+        let fee = leg.fee;
+        self.release_leg(&request, fee);
+        let total = signed(request.amount.checked_add(fee).expect("bounded"));
+        let from = self
+            .accounts
+            .get_mut(&request.from)
+            .expect("accounts are never deleted");
+        from.balance = sub(from.balance, total);
+        assert!(
+            from.balance >= 0 && from.available() >= 0,
+            "payer {} overdrawn",
+            from.id
+        );
+        let from_balance = from.balance;
+        push_entry(
+            from,
+            Entry {
+                transfer_id: id.clone(),
+                direction: Direction::Debit,
+                amount: request.amount,
+                fee,
+                balance_after: from_balance,
+                kind: request.kind,
+                counterparty: request.to.clone(),
+                at_ms: at.ms,
+            },
+        );
+        for (slice, value) in [
+            (AccountId::float(), request.amount),
+            (AccountId::fees(), fee),
+        ] {
+            if value == 0 {
+                continue;
+            }
+            let account = self.accounts.get_mut(&slice).expect("system slices exist");
+            account.balance = add(account.balance, signed(value));
+            let balance_after = account.balance;
+            push_entry(
+                account,
+                Entry {
+                    transfer_id: id.clone(),
+                    direction: Direction::Credit,
+                    amount: value,
+                    fee: 0,
+                    balance_after,
+                    kind: request.kind,
+                    counterparty: request.from.clone(),
+                    at_ms: at.ms,
+                },
+            );
+        }
+        let leg = self.legs.get_mut(id).expect("found above");
+        leg.state = LegState::Posted;
+        leg.balance_after = from_balance;
+        leg.at_ms = at.ms;
+        leg.log_index = at.log_index;
+        leg.log_pos = at.log_pos;
+        leg.outcome()
+    }
+
+    /// Payer's shard: releases the hold (redress), or fences a hold that has not arrived.
+    pub(crate) fn leg_void(&mut self, id: &TransferId, at: At) -> LegOutcome {
+        let Some(leg) = self.legs.get(id) else {
+            let fence = Self::new_leg(None, 0, LegState::Voided, at);
+            self.record_leg(None, id, fence);
+            return LegOutcome::Voided;
+        };
+        match leg.state {
+            LegState::Held => {}
+            LegState::Posted => return LegOutcome::Refused(Code::TransferNotPending),
+            _ => return leg.outcome(),
+        }
+        let request = leg.request.clone().expect("a held leg has its request");
+        let fee = leg.fee;
+        self.release_leg(&request, fee);
+        let leg = self.legs.get_mut(id).expect("found above");
+        leg.state = LegState::Voided;
+        LegOutcome::Voided
+    }
+
+    /// Payee's shard: checks the payee's side and credits it from this shard's float slice.
+    pub(crate) fn leg_credit(&mut self, request: &TransferRequest, at: At) -> LegOutcome {
+        if let Some(existing) = self.existing_leg(request) {
+            return existing;
+        }
+        if let Err(code) = Self::leg_shape(request) {
+            return LegOutcome::Refused(code);
+        }
+        if let Err(code) = self.payee_check(request) {
+            let leg = Self::new_leg(Some(request), 0, LegState::Rejected(code), at);
+            self.record_leg(Some(request), &request.id, leg);
+            return LegOutcome::Rejected(code);
+        }
+        let amount = signed(request.amount);
+        let float = self
+            .accounts
+            .get_mut(&AccountId::float())
+            .expect("system slices exist");
+        float.balance = sub(float.balance, amount);
+        let float_balance = float.balance;
+        push_entry(
+            float,
+            Entry {
+                transfer_id: request.id.clone(),
+                direction: Direction::Debit,
+                amount: request.amount,
+                fee: 0,
+                balance_after: float_balance,
+                kind: request.kind,
+                counterparty: request.to.clone(),
+                at_ms: at.ms,
+            },
+        );
+        let to = self
+            .accounts
+            .get_mut(&request.to)
+            .expect("checked in payee_check");
+        to.balance = add(to.balance, amount);
+        let to_balance = to.balance;
+        push_entry(
+            to,
+            Entry {
+                transfer_id: request.id.clone(),
+                direction: Direction::Credit,
+                amount: request.amount,
+                fee: 0,
+                balance_after: to_balance,
+                kind: request.kind,
+                counterparty: request.from.clone(),
+                at_ms: at.ms,
+            },
+        );
+        let mut leg = Self::new_leg(Some(request), 0, LegState::Credited, at);
+        leg.balance_after = to_balance;
+        self.record_leg(Some(request), &request.id, leg);
+        LegOutcome::Credited {
+            to_balance,
+            log_index: at.log_index,
+            log_pos: at.log_pos,
+        }
+    }
+
+    /// Payee's shard: fences a credit that has not arrived; a credit that has answers for
+    /// itself (the coordinator must then post, not void).
+    pub(crate) fn leg_cancel(&mut self, id: &TransferId, at: At) -> LegOutcome {
+        match self.legs.get(id) {
+            Some(leg) => leg.outcome(),
+            None => {
+                let fence = Self::new_leg(None, 0, LegState::Cancelled, at);
+                self.record_leg(None, id, fence);
+                LegOutcome::Cancelled
+            }
+        }
+    }
+
+    /// What the held legs owe: `(held from payers, promised to the float and fees slices)`.
+    pub(crate) fn leg_totals(&self) -> (i128, i128) {
+        let mut held: i128 = 0;
+        for leg in self.legs.values() {
+            if leg.state == LegState::Held {
+                let request = leg.request.as_ref().expect("a held leg has its request");
+                let total = i128::from(request.amount)
+                    .checked_add(i128::from(leg.fee))
+                    .expect("bounded");
+                held = held.checked_add(total).expect("bounded");
+            }
+        }
+        (held, held)
+    }
+}

@@ -1,0 +1,345 @@
+//! End-to-end tests of a sharded cluster: 3 nodes, 8 shards, each shard its own Raft group.
+//! Accounts spread over every shard; transfers within a shard and across shards (sagas);
+//! system accounts as the sum of their per-shard slices; redress when the payee's side
+//! refuses; and a kill -9 of the node leading most shards during a burst of cross-shard
+//! transfers, after which no saga is left running, no hold is left, every acknowledged transfer
+//! is there once, and the balances sum to 0.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ledger::{shard_of, AccountId};
+use serde_json::{json, Value};
+
+const SHARDS: u32 = 8;
+const ALL: [u64; 3] = [1, 2, 3];
+
+fn sharded() -> Options {
+    Options {
+        shards: Some(SHARDS),
+        ..Options::nodes(3)
+    }
+}
+
+fn shard(id: &str) -> u32 {
+    shard_of(&AccountId::parse(id).expect("valid id"), SHARDS).0
+}
+
+/// `per_shard` customer ids on every shard.
+fn customers_on_every_shard(per_shard: usize) -> Vec<String> {
+    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut n = 0u32;
+    while by_shard.len() < SHARDS as usize || by_shard.values().any(|ids| ids.len() < per_shard) {
+        let id = format!("+2547100{n:05}");
+        let ids = by_shard.entry(shard(&id)).or_default();
+        if ids.len() < per_shard {
+            ids.push(id);
+        }
+        n += 1;
+    }
+    by_shard.into_values().flatten().collect()
+}
+
+/// Opens and funds the accounts; returns their balances.
+async fn open_and_fund(
+    cluster: &TestCluster,
+    ids: &[String],
+    amount: u64,
+) -> BTreeMap<String, i64> {
+    let mut balances = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        cluster.create_account(ALL[i % 3], id, "customer").await;
+        cluster
+            .issue(ALL[(i + 1) % 3], &format!("fund-{i}"), id, amount)
+            .await;
+        balances.insert(id.clone(), i64::try_from(amount).expect("small"));
+    }
+    balances
+}
+
+async fn summary_field(cluster: &TestCluster, node: u64, field: &str) -> u64 {
+    cluster.summary(node).await[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary has no {field}"))
+}
+
+/// Goal: money moves within and across shards exactly as single-group transfers do; every
+/// node agrees; `float` is the sum of its slices; a refused credit leaves no hold; retries
+/// answer as the first time and another body under a used id is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_within_and_across_shards() {
+    let cluster = TestCluster::start(sharded()).await;
+    let info = cluster.cluster_info(1).await.expect("cluster view");
+    assert_eq!(
+        info["shards"].as_array().map(Vec::len),
+        Some(SHARDS as usize),
+        "{info}"
+    );
+    // Leaders start spread over the nodes (each shard's preferred leader initialises it).
+    let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+    for shard in info["shards"].as_array().expect("shards") {
+        *led.entry(shard["leader"].as_u64().expect("leader"))
+            .or_default() += 1;
+    }
+    assert!(
+        led.len() == 3 && led.values().all(|count| *count >= 2),
+        "leaders not spread: {led:?} in {info}"
+    );
+    let ids = customers_on_every_shard(2);
+    let mut expected = open_and_fund(&cluster, &ids, 10_000).await;
+    let total = 10_000 * ids.len() as i64;
+    let (status, float) = cluster.api.get(2, "/v1/accounts/float").await;
+    assert_eq!(status, 200, "{float}");
+    assert_eq!(
+        float["balance"],
+        json!(-total),
+        "float is the sum of its slices: {float}"
+    );
+
+    // Every ordered pair of a few accounts: same shard and cross shard, varied amounts.
+    let mut n = 0;
+    let mut crossed = 0;
+    for (a, from) in ids.iter().enumerate().step_by(3) {
+        for (b, to) in ids.iter().enumerate().step_by(2) {
+            if a == b {
+                continue;
+            }
+            n += 1;
+            crossed += usize::from(shard(from) != shard(to));
+            let amount = 10 + (a * 7 + b * 3) as u64;
+            let body = transfer_body(&format!("x{n}"), "p2p", from, to, amount);
+            let answer = cluster.transfer_ok(ALL[n % 3], &body).await;
+            *expected.get_mut(from).expect("from") -= amount as i64;
+            *expected.get_mut(to).expect("to") += amount as i64;
+            assert_eq!(answer["from_balance"], json!(expected[from]), "{answer}");
+            assert_eq!(answer["to_balance"], json!(expected[to]), "{answer}");
+        }
+    }
+    assert!(
+        crossed > n / 2,
+        "most pairs cross shards ({crossed} of {n})"
+    );
+
+    for node in ALL {
+        let balances = cluster.assert_invariants(node).await;
+        for (id, balance) in &expected {
+            assert_eq!(balances.get(id), Some(balance), "node {node}: {id}");
+        }
+        assert_eq!(balances["float"], -total, "node {node}");
+        assert_eq!(summary_field(&cluster, node, "sagas_running").await, 0);
+        assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
+    }
+
+    // Lookups of a cross-shard transfer from every node; its statement lines on both shards.
+    let (from, to) = ids
+        .iter()
+        .flat_map(|a| ids.iter().map(move |b| (a, b)))
+        .find(|(a, b)| shard(a) != shard(b))
+        .expect("a cross-shard pair");
+    let body = transfer_body("cross-look", "p2p", from, to, 55);
+    let first = cluster.transfer_ok(1, &body).await;
+    for node in ALL {
+        let (status, record) = cluster.get_transfer(node, "cross-look").await;
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(record["status"], "completed", "{record}");
+        assert_eq!(record["amount"], 55, "{record}");
+        // A retry anywhere answers as the first time; another body under the id is refused.
+        assert_eq!(cluster.transfer(node, &body).await, (201, first.clone()));
+        let other = transfer_body("cross-look", "p2p", from, to, 56);
+        let (status, refused) = cluster.transfer(node, &other).await;
+        assert_eq!(
+            (status, error_code(&refused)),
+            (409, "id_conflict"),
+            "{refused}"
+        );
+    }
+    for (account, direction) in [(from, "debit"), (to, "credit")] {
+        let (_, statement) = cluster
+            .api
+            .get(
+                2,
+                &format!("/v1/accounts/{}/statement?limit=1", enc(account)),
+            )
+            .await;
+        let line = &statement["entries"][0];
+        assert_eq!(
+            (line["transfer_id"].as_str(), line["direction"].as_str()),
+            (Some("cross-look"), Some(direction)),
+            "{statement}"
+        );
+    }
+
+    // The payee's side refuses (no such account on its shard): the payer's hold is voided.
+    let payer = &ids[0];
+    let before = cluster.account(3, payer).await;
+    let nobody = (0..)
+        .map(|i| format!("+2547999{i:05}"))
+        .find(|id| shard(id) != shard(payer))
+        .expect("an id on another shard");
+    let body = transfer_body("to-nobody", "p2p", payer, &nobody, 100);
+    let (status, answer) = cluster.transfer(2, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("account_not_found")),
+        "{answer}"
+    );
+    let after = cluster.account(3, payer).await;
+    assert_eq!(after["balance"], before["balance"], "{after}");
+    assert_eq!(
+        after["available"], before["available"],
+        "no hold left: {after}"
+    );
+    assert_eq!(cluster.transfer(1, &body).await, (status, answer));
+    for node in ALL {
+        cluster.assert_invariants(node).await;
+    }
+}
+
+/// Goal: the node leading the most shards is killed -9 during a burst of cross-shard
+/// transfers and restarted: afterwards no saga is left running past its deadline, no hold is
+/// left, every acknowledged transfer is there exactly once with the answer it was given, and
+/// the balances sum to 0 on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_the_busiest_leader_during_cross_shard_burst() {
+    let cluster = TestCluster::start(sharded()).await;
+    let ids = customers_on_every_shard(2);
+    let initial = open_and_fund(&cluster, &ids, 1_000_000).await;
+
+    // The node leading most shards.
+    let info = cluster.cluster_info(1).await.expect("cluster view");
+    let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+    for shard in info["shards"].as_array().expect("shards") {
+        *led.entry(shard["leader"].as_u64().expect("leader"))
+            .or_default() += 1;
+    }
+    let victim = led
+        .iter()
+        .max_by_key(|(_, count)| **count)
+        .map(|(node, _)| *node)
+        .expect("a leader");
+
+    // Clients on every node send cross-shard transfers until stopped; every answer is kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers: Arc<Mutex<Vec<(String, u16, Value)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for client in 0..8usize {
+        let api = cluster.api.clone();
+        let ids = ids.clone();
+        let stop = stop.clone();
+        let answers = answers.clone();
+        // The victim coordinates some sagas too: those die with it, mid-way, and must be
+        // finished by the home shards' leaders.
+        let nodes: Vec<u64> = ALL.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let from = &ids[(client * 5 + n) % ids.len()];
+                let to = ids
+                    .iter()
+                    .cycle()
+                    .skip(client + n * 3)
+                    .find(|to| shard(to) != shard(from))
+                    .expect("a payee on another shard");
+                let id = format!("burst-{client}-{n}");
+                let body = transfer_body(&id, "p2p", from, to, 1 + (n % 50) as u64);
+                let node = nodes[n % nodes.len()];
+                let (status, answer) = match api
+                    .try_post(node, "/v1/transfers", &body, Duration::from_secs(20))
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(_) => (0, Value::Null),
+                };
+                answers.lock().expect("lock").push((id, status, answer));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill_node(victim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.start_node(victim);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    cluster.wait_for_leader().await;
+
+    // Every saga finishes (the home leaders' sweep redresses or completes what the burst left).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let running = summary_field(&cluster, 1, "sagas_running").await;
+        let held = summary_field(&cluster, 1, "legs_held").await;
+        if running == 0 && held == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} sagas still running, {held} holds still held"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Each transfer's final record decides its effect; acknowledged ones kept their answer.
+    let answers = answers.lock().expect("lock").clone();
+    let acked = answers.iter().filter(|(_, s, _)| *s == 201).count();
+    assert!(
+        acked > 20,
+        "the burst got few answers ({acked} of {})",
+        answers.len()
+    );
+    let mut expected = initial.clone();
+    for (id, status, answer) in &answers {
+        let (found, record) = cluster.get_transfer(ALL[id.len() % 3], id).await;
+        match *status {
+            201 => {
+                assert_eq!(found, 200, "acknowledged {id} is missing: {record}");
+                assert_eq!(record["status"], "completed", "{id}: {record}");
+                let (retry_status, retry) = cluster
+                    .transfer(
+                        1,
+                        &json!({
+                            "id": id, "kind": "p2p", "from": record["from"], "to": record["to"],
+                            "amount": record["amount"]
+                        }),
+                    )
+                    .await;
+                assert_eq!(
+                    (retry_status, &retry),
+                    (201, answer),
+                    "{id}: a retry answers the same"
+                );
+            }
+            422 => assert_eq!(record["status"], "rejected", "{id}: {record}"),
+            _ => {}
+        }
+        if found == 200 && record["status"] == "completed" {
+            let amount = record["amount"].as_i64().expect("amount");
+            *expected
+                .get_mut(record["from"].as_str().expect("from"))
+                .expect("from") -= amount;
+            *expected
+                .get_mut(record["to"].as_str().expect("to"))
+                .expect("to") += amount;
+        }
+    }
+    for node in ALL {
+        let balances = cluster.assert_invariants(node).await;
+        for (id, balance) in &expected {
+            assert_eq!(balances.get(id), Some(balance), "node {node}: {id}");
+        }
+        for id in &ids {
+            let account = cluster.account(node, id).await;
+            assert_eq!(
+                account["pending_out"], 0,
+                "node {node}: hold left: {account}"
+            );
+        }
+    }
+}
