@@ -20,8 +20,9 @@ struct Cli {
     /// The CI suite: six 50-second scenarios.
     #[arg(long)]
     ci: bool,
-    /// Soak: one 5-node cluster for this long (e.g. 30m); faults change every minute, about a
-    /// quarter of the minutes quiet; the history is checked every --check-every.
+    /// Soak: one 5-node cluster under faults for this long (e.g. 30m of workload; the checks
+    /// come on top); faults change every minute, about a quarter of the minutes quiet; the
+    /// history is checked every --check-every.
     #[arg(long)]
     soak: Option<String>,
     /// How often a soak pauses to check its history.

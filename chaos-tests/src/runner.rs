@@ -58,6 +58,8 @@ impl RunResult {
 
 const PER_ACCOUNT: u64 = 100_000;
 const RECOVERY_WINDOW: Duration = Duration::from_secs(20);
+/// Final lookups in flight per node.
+const FINAL_LOOKUP_LANES: usize = 32;
 
 /// A running cluster with its funded accounts, between checked stretches of workload.
 struct Session {
@@ -223,12 +225,15 @@ pub async fn soak(
     mut report: impl FnMut(u64, &RunResult),
 ) -> anyhow::Result<SoakResult> {
     let mut session = Session::start(config.seed, "soak", config.nodes, config.accounts).await?;
-    let started = Instant::now();
+    // The duration counts workload time; the checks in between come on top.
+    let mut worked = Duration::ZERO;
     let mut stretches = Vec::new();
     let mut number = 0u64;
-    while started.elapsed() < config.duration {
+    while worked < config.duration {
         number += 1;
-        let left = config.duration.saturating_sub(started.elapsed());
+        let left = config.duration.saturating_sub(worked);
+        let duration = config.check_every.min(left).max(config.period);
+        worked += duration;
         let seed = config.seed.wrapping_add(number - 1);
         let result = session
             .stretch(&Stretch {
@@ -238,7 +243,7 @@ pub async fn soak(
                     period: config.period,
                 },
                 clients: config.clients,
-                duration: config.check_every.min(left).max(config.period),
+                duration,
                 evidence: config.out.join(format!("{}-{number}", config.seed)),
             })
             .await?;
@@ -329,9 +334,20 @@ async fn final_reads(
             None => invoke.complete(OpKind::Fail, 0),
         };
         recorder.record(op);
-        for id in &ids {
-            workload::lookup(process, node, target, recorder, id, Func::FinalLookup).await;
-        }
+        // Lanes of lookups at once, each its own process with one op in flight: a soak's
+        // stretch leaves 100k ids to settle on every node.
+        let ids: Vec<&String> = ids.iter().collect();
+        let lanes = (0..FINAL_LOOKUP_LANES).map(|lane| {
+            let ids = &ids;
+            async move {
+                let lane_process = process * 1_000 + lane as u64;
+                for id in ids.iter().skip(lane).step_by(FINAL_LOOKUP_LANES) {
+                    workload::lookup(lane_process, node, target, recorder, id, Func::FinalLookup)
+                        .await;
+                }
+            }
+        });
+        futures::future::join_all(lanes).await;
     }
     consistent
 }
