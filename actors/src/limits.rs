@@ -27,6 +27,8 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 /// the monitor samples.
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
 pub const REDRESS_TICK: Duration = Duration::from_millis(1000);
+/// How often the timer supervisor looks for a leadership to hand back to its preferred node.
+pub const REBALANCE_EVERY: Duration = Duration::from_secs(3);
 pub const MONITOR_TICK: Duration = Duration::from_secs(1);
 /// A saga younger than this still has its first coordinator; the redress sweep leaves it.
 pub const REDRESS_AGE_MS: u64 = 3_000;

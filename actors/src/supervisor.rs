@@ -1,11 +1,13 @@
 //! The supervisors: time triggers, redress, the monitor, under one root that restarts them.
 //!
 //! * **TimerSupervisor** owns every time trigger. Each deadline lives in the replicated state
-//!   (pending transfers' expiries, running sagas' deadlines), so a new leader re-arms them by
-//!   reading its own state — nothing is handed over in memory. On each tick it proposes
-//!   `ExpirePending` on every shard it leads whose earliest expiry has passed, and asks the
+//!   (pending transfers' expiries, running sagas' deadlines, the business day's cut-off), so a
+//!   new leader re-arms them by reading its own state — nothing is handed over in memory. On each tick it proposes
+//!   `ExpirePending` on every shard it leads whose earliest expiry has passed (`CloseDay` when
+//!   the business day's cut-off has, on a shard with no entry to carry it), and asks the
 //!   redress supervisor to sweep a shard with a saga past its deadline. It records how late it
-//!   found the oldest due deadline (timer lag).
+//!   found the oldest due deadline (timer lag). Every `REBALANCE_EVERY` it hands a leadership
+//!   back to its preferred node if one is due (`cluster::rebalance`).
 //! * **RedressSupervisor** sweeps, on every shard this node leads, the sagas whose first
 //!   coordinator has not finished them (older than `REDRESS_AGE_MS`): each is driven to its
 //!   end, its steps retried with bounded exponential backoff and jitter
@@ -25,7 +27,9 @@ use ledger::{Command, ShardId};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::account::Accounts;
-use crate::limits::{CRASHES_MAX, CRASH_WINDOW, REDRESS_AGE_MS, REDRESS_TICK, TIMER_TICK};
+use crate::limits::{
+    CRASHES_MAX, CRASH_WINDOW, REBALANCE_EVERY, REDRESS_AGE_MS, REDRESS_TICK, TIMER_TICK,
+};
 use crate::monitor::{MonitorActor, MonitorArgs, TimerStats};
 use crate::session::Sessions;
 
@@ -108,6 +112,9 @@ impl Actor for RedressSupervisor {
 pub enum TimerMsg {
     Tick,
     Done(ShardId),
+    /// Every `REBALANCE_EVERY`: hand a leadership back to its preferred node if one is due.
+    Rebalance,
+    RebalanceDone,
 }
 
 pub struct TimerSupervisor;
@@ -121,6 +128,7 @@ pub struct TimerArgs {
 pub struct TimerState {
     args: TimerArgs,
     expiring: HashSet<ShardId>,
+    rebalancing: bool,
 }
 
 impl Actor for TimerSupervisor {
@@ -134,9 +142,11 @@ impl Actor for TimerSupervisor {
         args: TimerArgs,
     ) -> Result<TimerState, ActorProcessingErr> {
         myself.send_interval(TIMER_TICK, || TimerMsg::Tick);
+        myself.send_interval(REBALANCE_EVERY, || TimerMsg::Rebalance);
         Ok(TimerState {
             args,
             expiring: HashSet::new(),
+            rebalancing: false,
         })
     }
 
@@ -146,9 +156,29 @@ impl Actor for TimerSupervisor {
         message: TimerMsg,
         state: &mut TimerState,
     ) -> Result<(), ActorProcessingErr> {
-        if let TimerMsg::Done(shard) = message {
-            state.expiring.remove(&shard);
-            return Ok(());
+        match message {
+            TimerMsg::Tick => {}
+            TimerMsg::Done(shard) => {
+                state.expiring.remove(&shard);
+                return Ok(());
+            }
+            TimerMsg::Rebalance => {
+                // One handover at a time; it runs outside the actor (it waits for an election).
+                if !state.rebalancing {
+                    state.rebalancing = true;
+                    let shards = state.args.shards.clone();
+                    let myself = myself.clone();
+                    tokio::spawn(async move {
+                        shards.rebalance_once().await;
+                        let _ = myself.send_message(TimerMsg::RebalanceDone);
+                    });
+                }
+                return Ok(());
+            }
+            TimerMsg::RebalanceDone => {
+                state.rebalancing = false;
+                return Ok(());
+            }
         }
         let now = now_ms();
         let mut lag_ms = 0u64;
@@ -156,21 +186,30 @@ impl Actor for TimerSupervisor {
             if !state.args.shards.leads(shard) {
                 continue;
             }
-            let (expiry, saga_deadline) = state.args.shards.next_deadlines(shard);
-            if let Some(due) = expiry.filter(|due| *due <= now) {
+            let deadlines = state.args.shards.next_deadlines(shard);
+            // Expiries and the business-day cut-off: one timer write per shard at a time.
+            let expiry = deadlines.expiry.filter(|due| *due <= now);
+            let cutoff = deadlines.cutoff.filter(|due| *due <= now);
+            let command = match (expiry, cutoff) {
+                (Some(due), _) => Some((due, Command::ExpirePending)),
+                (None, Some(due)) => Some((due, Command::CloseDay)),
+                (None, None) => None,
+            };
+            if let Some((due, command)) = command {
                 lag_ms = lag_ms.max(now - due);
                 if state.expiring.insert(shard) {
                     let shards = state.args.shards.clone();
                     let myself = myself.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = shards.write(shard, Command::ExpirePending).await {
-                            tracing::warn!(%error, shard = shard.0, "expiring pending transfers failed; will retry");
+                        let name = command.name();
+                        if let Err(error) = shards.write(shard, command).await {
+                            tracing::warn!(%error, shard = shard.0, name, "timer write failed; will retry");
                         }
                         let _ = myself.send_message(TimerMsg::Done(shard));
                     });
                 }
             }
-            if let Some(due) = saga_deadline.filter(|due| *due <= now) {
+            if let Some(due) = deadlines.saga.filter(|due| *due <= now) {
                 lag_ms = lag_ms.max(now - due);
                 let _ = state.args.redress.send_message(RedressMsg::Sweep(shard));
             }

@@ -46,11 +46,12 @@ struct Item {
 }
 
 /// Commands that may share a log entry with others: each is applied on its own and answers on
-/// its own (transfers and saga steps). Everything else is proposed alone.
+/// its own (account openings, transfers and saga steps). Everything else is proposed alone.
 pub fn batchable(command: &Command) -> bool {
     matches!(
         command,
-        Command::Transfer(_)
+        Command::CreateAccount(_)
+            | Command::Transfer(_)
             | Command::SagaBegin { .. }
             | Command::SagaFinish { .. }
             | Command::Hold(_)
@@ -58,6 +59,11 @@ pub fn batchable(command: &Command) -> bool {
             | Command::VoidHold(_)
             | Command::Credit(_)
             | Command::CancelCredit(_)
+            | Command::ReversalBegin { .. }
+            | Command::SagaDecide { .. }
+            | Command::SagaClose { .. }
+            | Command::ClaimReversal { .. }
+            | Command::SettleReversal { .. }
     )
 }
 

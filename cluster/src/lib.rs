@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod frame;
 pub mod limits;
 pub mod network;
+pub mod rebalance;
 pub mod rpc;
 pub mod saga;
 pub mod shards;

@@ -47,3 +47,14 @@ pub const DELAY_MS_MAX: u64 = 10_000;
 const _: () = assert!(WRITE_QUEUE_MAX <= INFLIGHT_PER_PEER_MAX);
 // A full AppendEntries frame stays far below the frame limit.
 const _: () = assert!(APPEND_WEIGHT_MAX * 256 <= FRAME_BYTES_MAX);
+
+/// How long a leader stays quiet to hand a group over before it gives up and leads on (the
+/// followers' lease is the election timeout, 2 s by default, plus the preferred node's
+/// election).
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(8);
+/// A preferred node at most this many entries behind the leader is handed the leadership.
+pub const HANDOVER_LAG_MAX: u64 = 1024;
+/// How often a handing-over leader looks whether the new leader is elected.
+pub const HANDOVER_POLL: Duration = Duration::from_millis(50);
+/// After a handover that did not land, the group is not tried again for this long.
+pub const HANDOVER_RETRY_AFTER: Duration = Duration::from_secs(60);

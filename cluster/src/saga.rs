@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use ledger::{
-    Accepted, AccountId, Code, Command, LegOutcome, Outcome, Saga, SagaOutcome, ShardId,
-    TransferOutcome, TransferRequest, TransferStatus,
+    Accepted, AccountId, Answer, Code, Command, LegOutcome, Outcome, Query, Reverses, Saga,
+    SagaOutcome, ShardId, TransferId, TransferOutcome, TransferRequest, TransferStatus,
 };
 
 use crate::limits::{
@@ -90,7 +90,34 @@ pub async fn transfer(
         payer_shard: route.payer,
         payee_shard: route.payee,
     };
-    match shards.write(route.home, begin).await? {
+    begin_and_drive(shards, route.home, id, begin).await
+}
+
+/// Reverses `reverses.request.original` as a saga homed at the reversal id's shard;
+/// `request` is the transfer the reversal makes (the original's payee pays its payer back).
+pub async fn reverse(
+    shards: &Shards,
+    request: TransferRequest,
+    reverses: Reverses,
+) -> Result<TransferOutcome, RouteError> {
+    let route = Route::of(&request, shards.shard_count());
+    let id = request.id.clone();
+    let begin = Command::ReversalBegin {
+        request,
+        payer_shard: route.payer,
+        payee_shard: route.payee,
+        reverses,
+    };
+    begin_and_drive(shards, route.home, id, begin).await
+}
+
+async fn begin_and_drive(
+    shards: &Shards,
+    home: ShardId,
+    id: TransferId,
+    begin: Command,
+) -> Result<TransferOutcome, RouteError> {
+    match shards.write(home, begin).await? {
         Outcome::Saga(SagaOutcome::Running(saga)) => drive(shards, &saga).await,
         Outcome::Saga(SagaOutcome::Finished(answer)) => Ok(answer),
         Outcome::Saga(SagaOutcome::Refused(code)) => Ok(TransferOutcome::Refused { id, code }),
@@ -98,15 +125,49 @@ pub async fn transfer(
     }
 }
 
-/// Drives a running saga to its end and records the answer on its home shard.
+/// Posts (`post`) or voids a pending saga: records the decision on the home shard (the first
+/// stays; expiry wins over a late post), then settles the money. Returns the saga as settled.
+pub async fn decide(
+    shards: &Shards,
+    id: &TransferId,
+    post: bool,
+) -> Result<Result<Saga, Code>, RouteError> {
+    let home = ledger::home_of(id, shards.shard_count());
+    let decide = Command::SagaDecide {
+        id: id.clone(),
+        post,
+    };
+    let saga = match shards.write(home, decide).await? {
+        Outcome::Saga(SagaOutcome::Decided(saga)) => saga,
+        Outcome::Saga(SagaOutcome::Refused(code)) => return Ok(Err(code)),
+        other => return Err(unexpected(&other)),
+    };
+    if saga.settled.is_some() {
+        return Ok(Ok(saga));
+    }
+    settle(shards, &saga).await.map(Ok)
+}
+
+/// Drives a running saga to its end and records the answer on its home shard (for a decided
+/// pending transfer: settles its money).
 pub async fn drive(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
-    let answer = if saga.payer_shard == saga.payee_shard {
+    if let Some(answer) = &saga.answer {
+        if saga.decision.is_some() && saga.settled.is_none() {
+            settle(shards, saga).await?;
+        }
+        return Ok(answer.clone());
+    }
+    let answer = if let Some(reverses) = &saga.reverses {
+        reversal(shards, saga, reverses).await?
+    } else if saga.payer_shard == saga.payee_shard {
         // The money stays on one shard; only the id lives elsewhere.
         let command = Command::Transfer(saga.request.clone());
         match step(shards, saga.payer_shard, command).await? {
             Outcome::Transfer(outcome) => outcome,
             other => return Err(unexpected(&other)),
         }
+    } else if saga.request.pending {
+        hold(shards, saga).await?
     } else {
         legs(shards, saga).await?
     };
@@ -121,17 +182,150 @@ pub async fn drive(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, Rout
     }
 }
 
+/// A reversal's steps: claim the original (when it is a saga), move the money back, settle
+/// the claim. The answer is the reversal's.
+async fn reversal(
+    shards: &Shards,
+    saga: &Saga,
+    reverses: &Reverses,
+) -> Result<TransferOutcome, RouteError> {
+    let id = saga.request.id.clone();
+    let original = reverses.request.original.clone();
+    if reverses.claim {
+        let claim = Command::ClaimReversal {
+            original: original.clone(),
+            by: id.clone(),
+        };
+        match step(shards, reverses.record_shard, claim).await? {
+            Outcome::Record(Ok(_)) => {}
+            Outcome::Record(Err(code)) => return Ok(TransferOutcome::Refused { id, code }),
+            other => return Err(unexpected(&other)),
+        }
+    }
+    // An original that is a local transfer has its record and its money on `record_shard`; one
+    // that is a saga with both sides on one shard has a local record there too. Either way the
+    // reversal there is one command that claims that record and moves the money at once.
+    let local = if !reverses.claim {
+        Some(reverses.record_shard)
+    } else {
+        (saga.payer_shard == saga.payee_shard).then_some(saga.payer_shard)
+    };
+    let answer = if let Some(shard) = local {
+        let command = Command::Reverse(reverses.request.clone());
+        match step(shards, shard, command).await? {
+            Outcome::Transfer(outcome) => outcome,
+            other => return Err(unexpected(&other)),
+        }
+    } else {
+        legs(shards, saga).await?
+    };
+    if reverses.claim {
+        let settle = Command::SettleReversal {
+            original,
+            by: id,
+            applied: matches!(answer, TransferOutcome::Accepted(_)),
+        };
+        match step(shards, reverses.record_shard, settle).await? {
+            Outcome::Record(_) => {}
+            other => return Err(unexpected(&other)),
+        }
+    }
+    Ok(answer)
+}
+
+/// A pending transfer's first phase: hold on the payer's shard; the credit waits for a post.
+async fn hold(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    let request = &saga.request;
+    let id = request.id.clone();
+    let hold = step_until(
+        shards,
+        saga.payer_shard,
+        Command::Hold(request.clone()),
+        saga.deadline_ms,
+    )
+    .await;
+    match leg(hold)? {
+        Some(LegOutcome::Held {
+            fee,
+            from_balance,
+            log_index,
+            log_pos,
+        }) => {
+            // The payee's balance as its shard reads it now (a hold does not change it).
+            let to_balance = match shards
+                .read(saga.payee_shard, Query::Account(request.to.clone()))
+                .await?
+            {
+                Answer::Account(Some(view)) => view.balance,
+                _ => 0,
+            };
+            Ok(TransferOutcome::Accepted(Accepted {
+                id,
+                status: TransferStatus::Pending,
+                amount: request.amount,
+                fee,
+                from_balance,
+                to_balance,
+                log_index,
+                log_pos,
+            }))
+        }
+        Some(LegOutcome::Rejected(code)) => Ok(TransferOutcome::Rejected {
+            id,
+            code,
+            log_index: 0,
+            log_pos: 0,
+        }),
+        Some(LegOutcome::Refused(code)) => Ok(TransferOutcome::Refused { id, code }),
+        Some(LegOutcome::Voided) | None => redress(shards, saga).await,
+        Some(other) => Err(unexpected_leg(&other)),
+    }
+}
+
+/// A decided pending saga: post (credit the payee, post the hold) or void (release the hold),
+/// then record where the money ended on the home shard.
+async fn settle(shards: &Shards, saga: &Saga) -> Result<Saga, RouteError> {
+    let id = saga.request.id.clone();
+    let post = saga.decision.expect("only decided sagas settle");
+    let (status, code) = if saga.payer_shard == saga.payee_shard {
+        // The pending transfer is a local record on the money's shard: post or void it there.
+        let command = if post {
+            Command::Post(id.clone())
+        } else {
+            Command::Void(id.clone())
+        };
+        match step(shards, saga.payer_shard, command).await? {
+            Outcome::Record(Ok(view)) => (view.status, None),
+            // Not pending there any more: its own expiry voided it first.
+            Outcome::Record(Err(Code::TransferNotPending)) => (TransferStatus::Voided, None),
+            other => return Err(unexpected(&other)),
+        }
+    } else {
+        let outcome = if post {
+            credit_and_post(shards, saga).await?
+        } else {
+            redress(shards, saga).await?
+        };
+        match outcome {
+            TransferOutcome::Accepted(accepted) => (accepted.status, None),
+            TransferOutcome::Rejected { code, .. } if post => (TransferStatus::Voided, Some(code)),
+            TransferOutcome::Rejected { .. } => (TransferStatus::Voided, None),
+            TransferOutcome::Refused { code, .. } => (TransferStatus::Voided, Some(code)),
+        }
+    };
+    let home = ledger::home_of(&id, shards.shard_count());
+    let close = Command::SagaClose { id, status, code };
+    match step(shards, home, close).await? {
+        Outcome::Saga(SagaOutcome::Decided(saga)) => Ok(saga),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// Hold, credit, post — or redress.
 async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
     let request = &saga.request;
     let id = request.id.clone();
     let deadline = saga.deadline_ms;
-    let rejected = |code| TransferOutcome::Rejected {
-        id: id.clone(),
-        code,
-        log_index: 0,
-        log_pos: 0,
-    };
     let hold = step_until(
         shards,
         saga.payer_shard,
@@ -142,7 +336,14 @@ async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
     match leg(hold)? {
         Some(LegOutcome::Held { .. }) => {}
         // Nothing was held, so nothing can be credited (credits follow holds).
-        Some(LegOutcome::Rejected(code)) => return Ok(rejected(code)),
+        Some(LegOutcome::Rejected(code)) => {
+            return Ok(TransferOutcome::Rejected {
+                id,
+                code,
+                log_index: 0,
+                log_pos: 0,
+            })
+        }
         Some(LegOutcome::Refused(code)) => return Ok(TransferOutcome::Refused { id, code }),
         // A hold that was posted already (another coordinator got further): carry on.
         Some(LegOutcome::Posted { .. }) => {}
@@ -150,11 +351,17 @@ async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
         Some(LegOutcome::Voided) | None => return redress(shards, saga).await,
         Some(other) => return Err(unexpected_leg(&other)),
     }
+    credit_and_post(shards, saga).await
+}
+
+/// The payer's hold is in place: credit the payee, then post the hold — or redress.
+async fn credit_and_post(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    let request = &saga.request;
     let credit = step_until(
         shards,
         saga.payee_shard,
         Command::Credit(request.clone()),
-        deadline,
+        saga.deadline_ms,
     )
     .await;
     let credited = match leg(credit)? {
@@ -162,7 +369,12 @@ async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
         // Recorded: this credit can never happen now.
         Some(LegOutcome::Rejected(code)) => {
             void(shards, saga).await?;
-            return Ok(rejected(code));
+            return Ok(TransferOutcome::Rejected {
+                id: request.id.clone(),
+                code,
+                log_index: 0,
+                log_pos: 0,
+            });
         }
         Some(LegOutcome::Cancelled) | None => return redress(shards, saga).await,
         Some(other) => return Err(unexpected_leg(&other)),
@@ -302,7 +514,11 @@ pub async fn sweep(shards: &Shards, home: ShardId, older_than_ms: u64) -> usize 
     let due: Vec<Saga> = shards
         .running_sagas(home, SWEEP_BATCH_MAX)
         .into_iter()
-        .filter(|saga| saga.begun_at_ms.saturating_add(older_than_ms) <= now)
+        // Started (or, for a decided pending transfer, restarted) that long ago.
+        .filter(|saga| {
+            let started = saga.deadline_ms.saturating_sub(ledger::SAGA_DEADLINE_MS);
+            started.saturating_add(older_than_ms) <= now
+        })
         .collect();
     futures::stream::iter(due)
         .map(|saga| async move {

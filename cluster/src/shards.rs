@@ -23,6 +23,14 @@ use crate::network::Peers;
 use crate::rpc::{Request, Response, RouteError};
 use crate::transport::Handler;
 
+/// A shard's next deadlines, in ms since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadlines {
+    pub expiry: Option<u64>,
+    pub saga: Option<u64>,
+    pub cutoff: Option<u64>,
+}
+
 /// One Raft group on this node.
 pub struct Group {
     pub raft: Raft,
@@ -38,6 +46,8 @@ pub struct Group {
     pub batcher: Batcher,
     /// A reader of the group's log, for the admin log view.
     pub log: consensus::LogStore,
+    /// Leadership handover to the preferred node (see [`crate::rebalance`]).
+    pub handover: crate::rebalance::Handover,
 }
 
 impl Group {
@@ -58,6 +68,7 @@ impl Group {
             committed,
             batcher,
             log,
+            handover: crate::rebalance::Handover::default(),
         }
     }
 
@@ -109,6 +120,8 @@ pub struct Shards {
     peers: Arc<Peers>,
     /// Stamps commands this node proposes as leader; never goes backwards.
     clock: Arc<Clock>,
+    /// Each group's preferred leader (leaderships are dealt round-robin over the members).
+    preferred: Vec<NodeId>,
 }
 
 /// Commands whose retry after an unknown outcome is harmless (the ledger dedups them).
@@ -126,8 +139,14 @@ impl Shards {
         groups: Vec<Group>,
         peers: Arc<Peers>,
         clock: Arc<Clock>,
+        preferred: Vec<NodeId>,
     ) -> Shards {
         assert!(!groups.is_empty(), "a node runs at least one Raft group");
+        assert_eq!(
+            preferred.len(),
+            groups.len(),
+            "one preferred leader per group"
+        );
         Shards {
             hook: std::sync::OnceLock::new(),
             node_id,
@@ -135,7 +154,13 @@ impl Shards {
             groups,
             peers,
             clock,
+            preferred,
         }
+    }
+
+    /// Each group's preferred leader.
+    pub fn preferred(&self) -> &[NodeId] {
+        &self.preferred
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -216,17 +241,19 @@ impl Shards {
         }
     }
 
-    /// The earliest pending-transfer expiry and running-saga deadline of a shard, from this
-    /// node's replica (the timers re-arm from replicated state after every election).
-    pub fn next_deadlines(&self, shard: ShardId) -> (Option<u64>, Option<u64>) {
+    /// A shard's next deadlines from this node's replica: the earliest pending-transfer
+    /// expiry, running-saga deadline and business-day cut-off (the timers re-arm from
+    /// replicated state after every election).
+    pub fn next_deadlines(&self, shard: ShardId) -> Deadlines {
         let Some(group) = self.group(self.group_of(shard)) else {
-            return (None, None);
+            return Deadlines::default();
         };
         let state = group.reader.read();
-        (
-            state.ledger.next_expiry_ms(),
-            state.ledger.next_saga_deadline_ms(),
-        )
+        Deadlines {
+            expiry: state.ledger.next_expiry_ms(),
+            saga: state.ledger.next_saga_deadline_ms(),
+            cutoff: state.ledger.next_cutoff_ms(),
+        }
     }
 
     /// Running sagas whose home is `shard`, in this node's replica.
@@ -410,6 +437,8 @@ impl Shards {
         let group = self
             .group(group_id)
             .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        // A write would refresh the followers' lease: held until the handover ends.
+        group.handover.wait().await;
         if crate::batcher::batchable(&request.command) {
             let result = group.batcher.submit(request.shard, request.command).await;
             return Ok(Response::Write(result));
@@ -432,6 +461,8 @@ impl Shards {
         let group = self
             .group(group_id)
             .ok_or_else(|| RouteError::Unavailable("no such group".into()))?;
+        // A read index round refreshes the followers' lease too.
+        group.handover.wait().await;
         match group.raft.ensure_linearizable().await {
             Ok(_) => {}
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
@@ -477,7 +508,8 @@ impl Shards {
     /// `BOOTSTRAP_DEFER` if the group is still uninitialised (its preferred node is down).
     /// Safe to run on every node: openraft refuses a second initialisation, and identical
     /// initial memberships proposed by several nodes resolve by election.
-    pub async fn bootstrap(&self, members: BTreeMap<NodeId, BasicNode>, preferred: Vec<NodeId>) {
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, BasicNode>) {
+        let preferred = self.preferred.clone();
         let majority = members.len() / 2 + 1;
         loop {
             let mut reachable = 1;

@@ -4,10 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountStatus, NewAccount};
 use crate::codes::Code;
+use crate::day::Schedule;
 use crate::ids::{AccountId, ShardId, TransferId};
-use crate::saga::{LegOutcome, SagaOutcome};
+use crate::saga::{LegOutcome, Reverses, SagaOutcome};
 use crate::tariff::Tariff;
-use crate::transfer::{ReversalRequest, TransferOutcome, TransferRequest};
+use crate::transfer::{ReversalRequest, TransferOutcome, TransferRequest, TransferStatus};
 use crate::views::{AccountView, TransferView};
 
 /// One replicated command. Persisted in the Raft log: variants are only ever appended.
@@ -51,6 +52,40 @@ pub enum Command {
     /// Up to `BATCH_MAX` commands of one shard, applied in order, each on its own (the
     /// leader's group commit). `Batch` and `Many` do not nest in it.
     Many(Vec<Command>),
+    /// Home shard of a reversal that needs a saga: records it like `SagaBegin`, with what it
+    /// reverses.
+    ReversalBegin {
+        request: TransferRequest,
+        payer_shard: ShardId,
+        payee_shard: ShardId,
+        reverses: Reverses,
+    },
+    /// Home shard of a cross-shard pending transfer: post (`true`) or void it.
+    SagaDecide {
+        id: TransferId,
+        post: bool,
+    },
+    /// Home shard: where a decided pending transfer's money ended (completed or voided).
+    SagaClose {
+        id: TransferId,
+        status: TransferStatus,
+        code: Option<Code>,
+    },
+    /// Home shard of an original that is a saga: claim it for reversal `by`.
+    ClaimReversal {
+        original: TransferId,
+        by: TransferId,
+    },
+    /// Home shard of an original that is a saga: reversal `by` moved the money or did not.
+    SettleReversal {
+        original: TransferId,
+        by: TransferId,
+        applied: bool,
+    },
+    /// When business days end, from the next cut-off on (see [`crate::day`]).
+    SetSchedule(Schedule),
+    /// Lets the business day's cut-off pass on a shard with no other entry (the timer's).
+    CloseDay,
 }
 
 impl Command {
@@ -74,6 +109,13 @@ impl Command {
             Command::Credit(_) => "credit",
             Command::CancelCredit(_) => "cancel_credit",
             Command::Many(_) => "many",
+            Command::ReversalBegin { .. } => "reversal_begin",
+            Command::SagaDecide { .. } => "saga_decide",
+            Command::SagaClose { .. } => "saga_close",
+            Command::ClaimReversal { .. } => "claim_reversal",
+            Command::SettleReversal { .. } => "settle_reversal",
+            Command::SetSchedule(_) => "set_schedule",
+            Command::CloseDay => "close_day",
         }
     }
 
@@ -81,7 +123,14 @@ impl Command {
     pub fn transfer_ids(&self) -> Vec<&TransferId> {
         match self {
             Command::Transfer(t) | Command::Hold(t) | Command::Credit(t) => vec![&t.id],
-            Command::SagaBegin { request, .. } => vec![&request.id],
+            Command::SagaBegin { request, .. } | Command::ReversalBegin { request, .. } => {
+                vec![&request.id]
+            }
+            Command::SagaDecide { id, .. } | Command::SagaClose { id, .. } => vec![id],
+            Command::ClaimReversal { original, by }
+            | Command::SettleReversal { original, by, .. } => {
+                vec![by, original]
+            }
             Command::Batch(items) => items.iter().map(|t| &t.id).collect(),
             Command::Post(id)
             | Command::Void(id)
@@ -94,7 +143,9 @@ impl Command {
             Command::CreateAccount(_)
             | Command::ExpirePending
             | Command::SetTariff(_)
-            | Command::SetAccountStatus { .. } => Vec::new(),
+            | Command::SetAccountStatus { .. }
+            | Command::SetSchedule(_)
+            | Command::CloseDay => Vec::new(),
         }
     }
 }

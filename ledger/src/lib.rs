@@ -7,7 +7,8 @@
 //! Modules: [`ids`] (E.164 account ids, transfer ids, currencies, shards), [`account`],
 //! [`transfer`] (requests, records, answers), [`tariff`] (fees and limits from configuration),
 //! [`command`] (what can change the ledger), [`state`] (the ledger and `apply`), [`saga`]
-//! (cross-shard transfers: home record and per-shard legs), [`views`]
+//! (cross-shard transfers: home record and per-shard legs), [`day`] (business days and the
+//! end-of-day cut-off), [`views`]
 //! (read models), [`codes`] (every rejection code), [`limits`], [`time`].
 //!
 //! Business rejections are values ([`TransferOutcome::Rejected`]), never `Err`.
@@ -18,6 +19,7 @@
 pub mod account;
 pub mod codes;
 pub mod command;
+pub mod day;
 pub mod ids;
 pub mod limits;
 pub mod query;
@@ -32,9 +34,10 @@ pub mod views;
 pub use account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount};
 pub use codes::Code;
 pub use command::{Command, Outcome};
+pub use day::{Day, DayClose, Schedule};
 pub use ids::{home_of, shard_of, AccountId, Currency, IdError, ShardId, TransferId};
 pub use query::{Answer, Query};
-pub use saga::{Leg, LegOutcome, LegState, Saga, SagaOutcome, SAGA_DEADLINE_MS};
+pub use saga::{Leg, LegOutcome, LegState, Reverses, Saga, SagaOutcome, SAGA_DEADLINE_MS};
 pub use state::{Ledger, LEDGER_FORMAT_VERSION};
 pub use tariff::{FeeBand, Tariff};
 pub use transfer::{

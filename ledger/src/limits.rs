@@ -28,3 +28,6 @@ const _: () = assert!(AMOUNT_MAX < BALANCE_MAX as u64);
 const _: () = assert!(BALANCE_MAX < i64::MAX / 4);
 const _: () = assert!(STATEMENT_LIMIT_MAX <= STATEMENT_KEEP_MAX);
 const _: () = assert!(TIMEOUT_S_MIN <= TIMEOUT_S_DEFAULT && TIMEOUT_S_DEFAULT <= TIMEOUT_S_MAX);
+
+/// Closed business days kept per shard (a year and a day of daily closes).
+pub const CLOSES_KEPT: usize = 366;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::day::{Day, DayClose, Schedule};
 use crate::ids::{AccountId, TransferId};
 use crate::limits::STATEMENT_LIMIT_MAX;
 use crate::saga::{Leg, Saga};
@@ -27,6 +28,11 @@ pub enum Query {
     Saga(TransferId),
     /// This shard's leg of a cross-shard transfer.
     Leg(TransferId),
+    /// The business-day schedule, the open day and the last `limit` closed days (newest
+    /// first).
+    Days {
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +44,11 @@ pub enum Answer {
     Accounts(Vec<AccountView>),
     Saga(Option<Saga>),
     Leg(Option<Leg>),
+    Days {
+        schedule: Schedule,
+        open: Day,
+        closes: Vec<DayClose>,
+    },
 }
 
 impl Ledger {
@@ -54,6 +65,11 @@ impl Ledger {
             ),
             Query::Saga(id) => Answer::Saga(self.saga(id).cloned()),
             Query::Leg(id) => Answer::Leg(self.leg(id).cloned()),
+            Query::Days { limit } => Answer::Days {
+                schedule: self.schedule(),
+                open: self.day().clone(),
+                closes: self.closes().iter().rev().take(*limit).cloned().collect(),
+            },
             Query::Summary => Answer::Summary(self.summary()),
             Query::Accounts { after, limit } => {
                 let limit = (*limit).min(STATEMENT_LIMIT_MAX);

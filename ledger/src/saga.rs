@@ -27,15 +27,32 @@
 //! hold only after the payee's leg is fenced or rejected: voiding first would let a second
 //! coordinator, which saw the hold, credit the payee with nobody paying. The saga's state is in
 //! the home shard's log, so a new leader finishes or redresses every saga the old one started.
+//!
+//! **Pending** (two-phase) sagas stop after the hold: `SagaFinish` records the `pending` answer
+//! and the saga waits on its home shard until [`crate::Command::SagaDecide`] (post or void; the
+//! first decision stays, and expiry — `ExpirePending` on the home shard — decides void). The
+//! decided saga runs again: credit and post the hold, or void it; [`crate::Command::SagaClose`]
+//! records where the money ended. No coordinator credits a payee unless the recorded decision
+//! is post, so a void decision may release the hold at once.
+//!
+//! **Reversals** whose id, original and money are not on one shard are sagas homed at the
+//! reversal's id ([`crate::Command::ReversalBegin`]): [`crate::Command::ClaimReversal`] on the
+//! original's home (when the original is a saga) makes the reversal the only one, the money
+//! moves back (a local `Reverse` where the original's money is on one shard, legs where it is
+//! not, with the reversal's rules: no fee), and [`crate::Command::SettleReversal`] marks the
+//! original reversed or releases the claim.
 
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountStatus, Direction, Entry};
 use crate::codes::Code;
 use crate::ids::{AccountId, ShardId, TransferId};
-use crate::limits::{AMOUNT_MAX, BALANCE_MAX};
+use crate::limits::{AMOUNT_MAX, BALANCE_MAX, TEXT_BYTES_MAX};
 use crate::state::{add, payee_allows, payer_allows, push_entry, shape_check, signed, sub, Ledger};
-use crate::transfer::{At, TransferOutcome, TransferRequest};
+use crate::transfer::{
+    At, ReversalRequest, TransferKind, TransferOutcome, TransferRequest, TransferStatus,
+};
+use crate::views::TransferView;
 
 /// How long a saga may run before its coordinator redresses what is not done, in ms.
 pub const SAGA_DEADLINE_MS: u64 = 10_000;
@@ -54,6 +71,67 @@ pub struct Saga {
     /// Where `SagaBegin` was applied in the home shard's log.
     pub log_index: u64,
     pub log_pos: u32,
+    /// A pending transfer: when it voids itself unless posted first.
+    pub expires_at_ms: Option<u64>,
+    /// A pending transfer: post (`true`) or void (`false`); the first decision recorded stays.
+    pub decision: Option<bool>,
+    /// A decided pending transfer once its money moved (or was released): the record's final
+    /// status, and the code when the payee's side refused the post.
+    pub settled: Option<(TransferStatus, Option<Code>)>,
+    /// A reversal: what it reverses (see [`Reverses`]).
+    pub reverses: Option<Reverses>,
+    /// This transfer as an original: the reversal that claimed it, and whether that reversal
+    /// moved the money (`true`: the transfer reads `reversed`).
+    pub reversal: Option<(TransferId, bool)>,
+}
+
+/// What a reversal saga reverses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reverses {
+    pub request: ReversalRequest,
+    /// The shard holding the original's authoritative record.
+    pub record_shard: ShardId,
+    /// The original is itself a saga on `record_shard`: claim it first (one reversal per
+    /// original), settle the claim after. Otherwise the original is a local transfer on the
+    /// shard holding the money, whose `Reverse` command claims and moves atomically.
+    pub claim: bool,
+}
+
+impl Saga {
+    /// Still to be driven: the transfer is not answered yet, or a pending transfer was decided
+    /// and its money has not settled.
+    pub fn is_running(&self) -> bool {
+        self.answer.is_none() || (self.decision.is_some() && self.settled.is_none())
+    }
+
+    /// Answered pending and not decided yet: waits for post, void or expiry.
+    pub fn is_waiting(&self) -> bool {
+        matches!(
+            &self.answer,
+            Some(TransferOutcome::Accepted(a)) if a.status == TransferStatus::Pending
+        ) && self.decision.is_none()
+    }
+
+    /// The record's status as clients see it.
+    pub fn status(&self) -> (TransferStatus, Option<Code>) {
+        match (&self.answer, self.settled) {
+            (None, _) => (TransferStatus::Pending, None),
+            (Some(_), Some(settled)) => settled,
+            (Some(TransferOutcome::Accepted(accepted)), None) => {
+                if self.reversal.as_ref().is_some_and(|(_, applied)| *applied) {
+                    (TransferStatus::Reversed, None)
+                } else {
+                    (accepted.status, None)
+                }
+            }
+            (
+                Some(
+                    TransferOutcome::Rejected { code, .. } | TransferOutcome::Refused { code, .. },
+                ),
+                None,
+            ) => (TransferStatus::Rejected, Some(*code)),
+        }
+    }
 }
 
 /// What `SagaBegin` answers.
@@ -66,6 +144,8 @@ pub enum SagaOutcome {
     /// Nothing recorded: the id names another body (`id_conflict`), or the request's shape is
     /// wrong, or `SagaFinish` named no saga.
     Refused(Code),
+    /// A pending transfer's saga after `SagaDecide` or `SagaClose`.
+    Decided(Saga),
 }
 
 /// Where a leg stands.
@@ -105,6 +185,10 @@ pub struct Leg {
 pub enum LegOutcome {
     Held {
         fee: u64,
+        /// The payer's balance (unchanged by a hold) and where the hold was applied.
+        from_balance: i64,
+        log_index: u64,
+        log_pos: u32,
     },
     Posted {
         fee: u64,
@@ -129,7 +213,12 @@ impl Leg {
     /// The answer this leg gives now (retries of any leg command that already took effect).
     pub fn outcome(&self) -> LegOutcome {
         match self.state {
-            LegState::Held => LegOutcome::Held { fee: self.fee },
+            LegState::Held => LegOutcome::Held {
+                fee: self.fee,
+                from_balance: self.balance_after,
+                log_index: self.log_index,
+                log_pos: self.log_pos,
+            },
             LegState::Posted => LegOutcome::Posted {
                 fee: self.fee,
                 from_balance: self.balance_after,
@@ -173,10 +262,11 @@ impl Ledger {
         &mut self,
         request: &TransferRequest,
         (payer_shard, payee_shard): (ShardId, ShardId),
+        reverses: Option<&Reverses>,
         at: At,
     ) -> SagaOutcome {
         if let Some(saga) = self.sagas.get(&request.id) {
-            if saga.request != *request {
+            if saga.request != *request || saga.reverses.as_ref() != reverses {
                 return SagaOutcome::Refused(Code::IdConflict);
             }
             return match &saga.answer {
@@ -188,10 +278,17 @@ impl Ledger {
             // A local transfer owns the id: a saga never has the same body (routing is fixed).
             return SagaOutcome::Refused(Code::IdConflict);
         }
-        if let Err(code) = shape_check(request) {
+        if let Err(code) = saga_shape(request, reverses) {
             return SagaOutcome::Refused(code);
         }
         let deadline_ms = at.ms.saturating_add(SAGA_DEADLINE_MS);
+        let expires_at_ms = request.pending.then(|| {
+            let timeout_ms = request
+                .timeout_s
+                .checked_mul(1000)
+                .expect("timeout bounded by TIMEOUT_S_MAX");
+            at.ms.saturating_add(timeout_ms)
+        });
         let saga = Saga {
             request: request.clone(),
             payer_shard,
@@ -201,6 +298,11 @@ impl Ledger {
             answer: None,
             log_index: at.log_index,
             log_pos: at.log_pos,
+            expires_at_ms,
+            decision: None,
+            settled: None,
+            reverses: reverses.cloned(),
+            reversal: None,
         };
         self.saga_deadlines
             .insert((deadline_ms, request.id.clone()));
@@ -208,7 +310,8 @@ impl Ledger {
         SagaOutcome::Running(saga)
     }
 
-    /// Records the saga's answer; the first answer recorded stays.
+    /// Records the saga's answer; the first answer recorded stays. A pending answer starts the
+    /// wait for post, void or expiry.
     pub(crate) fn saga_finish(&mut self, id: &TransferId, answer: &TransferOutcome) -> SagaOutcome {
         let Some(saga) = self.sagas.get_mut(id) else {
             return SagaOutcome::Refused(Code::TransferNotFound);
@@ -219,7 +322,125 @@ impl Ledger {
         saga.answer = Some(answer.clone());
         let removed = self.saga_deadlines.remove(&(saga.deadline_ms, id.clone()));
         assert!(removed, "running saga {id} had no deadline entry");
+        if saga.is_waiting() {
+            let expires = saga.expires_at_ms.expect("a pending saga has a deadline");
+            self.saga_expiries.insert((expires, id.clone()));
+        }
         SagaOutcome::Finished(answer.clone())
+    }
+
+    /// Home shard: records a pending transfer's post or void (the first decision stays; a post
+    /// at or past the deadline becomes a void: expiry wins). The saga runs again until its
+    /// money settles.
+    pub(crate) fn saga_decide(&mut self, id: &TransferId, post: bool, at: At) -> SagaOutcome {
+        let Some(saga) = self.sagas.get_mut(id) else {
+            return SagaOutcome::Refused(Code::TransferNotFound);
+        };
+        if saga.decision.is_some() {
+            return SagaOutcome::Decided(saga.clone());
+        }
+        if !saga.is_waiting() {
+            return SagaOutcome::Refused(Code::TransferNotPending);
+        }
+        let expires = saga.expires_at_ms.expect("a pending saga has a deadline");
+        saga.decision = Some(post && at.ms < expires);
+        saga.deadline_ms = at.ms.saturating_add(SAGA_DEADLINE_MS);
+        let removed = self.saga_expiries.remove(&(expires, id.clone()));
+        assert!(removed, "waiting saga {id} had no expiry entry");
+        self.saga_deadlines.insert((saga.deadline_ms, id.clone()));
+        SagaOutcome::Decided(saga.clone())
+    }
+
+    /// Home shard: records where a decided pending transfer's money ended; the first stays.
+    pub(crate) fn saga_close(
+        &mut self,
+        id: &TransferId,
+        status: TransferStatus,
+        code: Option<Code>,
+    ) -> SagaOutcome {
+        let Some(saga) = self.sagas.get_mut(id) else {
+            return SagaOutcome::Refused(Code::TransferNotFound);
+        };
+        if saga.decision.is_none() {
+            return SagaOutcome::Refused(Code::TransferNotPending);
+        }
+        if !matches!(status, TransferStatus::Completed | TransferStatus::Voided) {
+            return SagaOutcome::Refused(Code::InvalidRequest);
+        }
+        if saga.settled.is_none() {
+            saga.settled = Some((status, code));
+            let removed = self.saga_deadlines.remove(&(saga.deadline_ms, id.clone()));
+            assert!(removed, "decided saga {id} had no deadline entry");
+        }
+        SagaOutcome::Decided(saga.clone())
+    }
+
+    /// Voids (decides) waiting pending sagas whose deadline is at or before `at`, at most
+    /// `budget` of them; returns how many.
+    pub(crate) fn expire_sagas(&mut self, at: At, budget: usize) -> usize {
+        let due: Vec<TransferId> = self
+            .saga_expiries
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= at.ms)
+            .take(budget)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &due {
+            let outcome = self.saga_decide(id, false, at);
+            assert!(
+                matches!(outcome, SagaOutcome::Decided(_)),
+                "an expiry entry names a waiting saga"
+            );
+        }
+        due.len()
+    }
+
+    /// The earliest expiry of a waiting pending saga.
+    pub(crate) fn next_saga_expiry_ms(&self) -> Option<u64> {
+        self.saga_expiries.first().map(|(at_ms, _)| *at_ms)
+    }
+
+    /// Home shard of an original that is a saga: claims it for reversal `by` (one reversal
+    /// per original). Answers the original's record, or why it cannot be reversed.
+    pub(crate) fn claim_reversal(
+        &mut self,
+        original: &TransferId,
+        by: &TransferId,
+    ) -> Result<TransferView, Code> {
+        let saga = self.sagas.get_mut(original).ok_or(Code::TransferNotFound)?;
+        match &saga.reversal {
+            Some((claimed, _)) if claimed == by => return Ok(TransferView::of_saga(saga)),
+            Some(_) => return Err(Code::AlreadyReversed),
+            None => {}
+        }
+        let completed = saga.status() == (TransferStatus::Completed, None);
+        if !completed || saga.request.kind == TransferKind::Reversal {
+            return Err(Code::NotReversible);
+        }
+        saga.reversal = Some((by.clone(), false));
+        Ok(TransferView::of_saga(saga))
+    }
+
+    /// Home shard of an original that is a saga: the claiming reversal `by` moved the money
+    /// (`applied`: the original reads `reversed`) or did not (the claim is released).
+    pub(crate) fn settle_reversal(
+        &mut self,
+        original: &TransferId,
+        by: &TransferId,
+        applied: bool,
+    ) -> Result<TransferView, Code> {
+        let saga = self.sagas.get_mut(original).ok_or(Code::TransferNotFound)?;
+        match &saga.reversal {
+            Some((claimed, done)) if claimed == by => {
+                if !*done {
+                    saga.reversal = applied.then(|| (by.clone(), true));
+                }
+            }
+            // Released earlier (a retry after a rejected reversal), or another's claim.
+            _ if !applied => {}
+            _ => return Err(Code::AlreadyReversed),
+        }
+        Ok(TransferView::of_saga(saga))
     }
 
     /// An existing leg under this id answers for itself (a retry), or the id is taken.
@@ -236,6 +457,9 @@ impl Ledger {
     fn leg_shape(request: &TransferRequest) -> Result<(), Code> {
         if request.from.is_system() || request.to.is_system() {
             return Err(Code::InvalidRequest);
+        }
+        if request.kind == TransferKind::Reversal {
+            return reversal_shape(request);
         }
         shape_check(request)
     }
@@ -263,21 +487,29 @@ impl Ledger {
             .accounts
             .get(&request.from)
             .ok_or(Code::AccountNotFound)?;
+        // A reversal undoes a mistake: no fee, no kind or tariff rule, and a frozen account
+        // may still give back what it was paid by mistake (as the one-shard reversal).
+        let reversal = request.kind == TransferKind::Reversal;
         match from.status {
             AccountStatus::Active => {}
+            AccountStatus::Frozen if reversal => {}
             AccountStatus::Frozen => return Err(Code::AccountFrozen),
             AccountStatus::Closed => return Err(Code::AccountClosed),
         }
         if request.currency != from.currency {
             return Err(Code::CurrencyMismatch);
         }
-        if !payer_allows(request.kind, from) {
+        if !reversal && !payer_allows(request.kind, from) {
             return Err(Code::KindNotAllowed);
         }
-        if request.amount > self.tariff.amount_max(request.kind) {
+        if !reversal && request.amount > self.tariff.amount_max(request.kind) {
             return Err(Code::LimitExceeded);
         }
-        let fee = self.tariff.fee(request.kind, request.amount);
+        let fee = if reversal {
+            0
+        } else {
+            self.tariff.fee(request.kind, request.amount)
+        };
         let total = request.amount.checked_add(fee).ok_or(Code::LimitExceeded)?;
         if total > AMOUNT_MAX {
             return Err(Code::LimitExceeded);
@@ -304,15 +536,17 @@ impl Ledger {
             .accounts
             .get(&request.to)
             .ok_or(Code::AccountNotFound)?;
+        let reversal = request.kind == TransferKind::Reversal;
         match to.status {
             AccountStatus::Active => {}
+            AccountStatus::Frozen if reversal => {}
             AccountStatus::Frozen => return Err(Code::AccountFrozen),
             AccountStatus::Closed => return Err(Code::AccountClosed),
         }
         if request.currency != to.currency {
             return Err(Code::CurrencyMismatch);
         }
-        if !payee_allows(request.kind, to) {
+        if !reversal && !payee_allows(request.kind, to) {
             return Err(Code::KindNotAllowed);
         }
         if add(add(to.balance, to.pending_in), signed(request.amount)) > BALANCE_MAX {
@@ -351,10 +585,13 @@ impl Ledger {
             .expect("checked in payer_check");
         from.pending_out = add(from.pending_out, total);
         assert!(from.available() >= 0, "hold overdrew {}", from.id);
+        let from_balance = from.balance;
         self.promise(request.amount, fee, true);
-        let leg = Self::new_leg(Some(request), fee, LegState::Held, at);
+        let mut leg = Self::new_leg(Some(request), fee, LegState::Held, at);
+        leg.balance_after = from_balance;
+        let outcome = leg.outcome();
         self.record_leg(Some(request), &request.id, leg);
-        LegOutcome::Held { fee }
+        outcome
     }
 
     /// Counts (or releases) what a held leg will credit to this shard's float and fees slices.
@@ -399,6 +636,8 @@ impl Ledger {
         let request = leg.request.clone().expect("a held leg has its request");
         let fee = leg.fee;
         self.release_leg(&request, fee);
+        // A cross-shard transfer counts in its payer's shard's business day.
+        self.count_in_day(request.amount, fee);
         let total = signed(request.amount.checked_add(fee).expect("bounded"));
         let from = self
             .accounts
@@ -566,4 +805,30 @@ impl Ledger {
         }
         (held, held)
     }
+}
+
+/// A saga's request shape: a client's transfer, or the transfer a reversal makes.
+fn saga_shape(request: &TransferRequest, reverses: Option<&Reverses>) -> Result<(), Code> {
+    match reverses {
+        None => shape_check(request),
+        Some(reverses) if reverses.request.id == request.id => {
+            if reverses.request.reason.len() > TEXT_BYTES_MAX {
+                return Err(Code::InvalidRequest);
+            }
+            reversal_shape(request)
+        }
+        Some(_) => Err(Code::InvalidRequest),
+    }
+}
+
+/// The transfer a reversal makes: kind `reversal`, never pending, an amount in range.
+fn reversal_shape(request: &TransferRequest) -> Result<(), Code> {
+    if request.from == request.to {
+        return Err(Code::SameAccount);
+    }
+    let amount_ok = request.amount > 0 && request.amount <= AMOUNT_MAX;
+    if request.kind != TransferKind::Reversal || request.pending || !amount_ok {
+        return Err(Code::InvalidRequest);
+    }
+    Ok(())
 }

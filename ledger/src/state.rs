@@ -4,13 +4,14 @@
 //! negative balance or available amount. Both are asserted (in release too): a broken money
 //! invariant stops the node instead of spreading.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount};
 use crate::codes::Code;
 use crate::command::{Command, Outcome};
+use crate::day::{Day, DayClose, Schedule};
 use crate::ids::{AccountId, Currency, TransferId};
 use crate::limits::{
     AMOUNT_MAX, BALANCE_MAX, BATCH_MAX, EXPIRE_BATCH_MAX, STATEMENT_KEEP_MAX, TEXT_BYTES_MAX,
@@ -25,7 +26,7 @@ use crate::transfer::{TransferRequest, TransferStatus};
 use crate::views::{AccountView, EntryView, Summary, TransferView};
 
 /// Version of the snapshot encoding of [`Ledger`]; bump on any change of its fields.
-pub const LEDGER_FORMAT_VERSION: u32 = 3;
+pub const LEDGER_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -39,8 +40,16 @@ pub struct Ledger {
     pub(crate) sagas: BTreeMap<TransferId, Saga>,
     /// Running sagas by deadline.
     pub(crate) saga_deadlines: BTreeSet<(u64, TransferId)>,
+    /// Pending sagas waiting for post or void, by expiry.
+    pub(crate) saga_expiries: BTreeSet<(u64, TransferId)>,
     /// This shard's legs of cross-shard transfers.
     pub(crate) legs: BTreeMap<TransferId, Leg>,
+    /// When business days end (see [`crate::day`]).
+    pub(crate) schedule: Schedule,
+    /// The open business day's totals.
+    pub(crate) day: Day,
+    /// Closed business days, oldest first.
+    pub(crate) closes: VecDeque<DayClose>,
 }
 
 pub(crate) fn add(a: i64, b: i64) -> i64 {
@@ -126,6 +135,10 @@ impl Ledger {
             tariff: Tariff::default(),
             sagas: BTreeMap::new(),
             saga_deadlines: BTreeSet::new(),
+            saga_expiries: BTreeSet::new(),
+            schedule: Schedule::default(),
+            day: Day::default(),
+            closes: VecDeque::new(),
             legs: BTreeMap::new(),
         }
     }
@@ -177,7 +190,11 @@ impl Ledger {
 
     /// The earliest deadline of a pending transfer, for the expiry timer.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.expiries.first().map(|(at_ms, _)| *at_ms)
+        let local = self.expiries.first().map(|(at_ms, _)| *at_ms);
+        match (local, self.next_saga_expiry_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A fingerprint of the whole state (accounts, holds, statuses, every transfer's status and
@@ -200,11 +217,15 @@ impl Ledger {
         for (id, saga) in &self.sagas {
             hash.bytes(id.as_str().as_bytes());
             hash.bytes(&[u8::from(saga.answer.is_some())]);
+            hash.bytes(
+                format!("{:?}{:?}{:?}", saga.decision, saga.settled, saga.reversal).as_bytes(),
+            );
         }
         for (id, leg) in &self.legs {
             hash.bytes(id.as_str().as_bytes());
             hash.bytes(format!("{:?}", leg.state).as_bytes());
         }
+        hash.bytes(format!("{:?}{:?}{}", self.schedule, self.day, self.closes.len()).as_bytes());
         for (kind, bands) in &self.tariff.fees {
             hash.bytes(kind.as_str().as_bytes());
             for band in bands {
@@ -227,7 +248,7 @@ impl Ledger {
         Summary {
             accounts: self.accounts.len() as u64,
             transfers: self.transfers.len() as u64,
-            pending: self.expiries.len() as u64,
+            pending: self.expiries.len().saturating_add(self.saga_expiries.len()) as u64,
             balance_sum: i64::try_from(balance_sum).expect("the sum is asserted to be 0"),
             float_balance: balance_of(AccountId::float()),
             fees_balance: balance_of(AccountId::fees()),
@@ -302,15 +323,28 @@ impl Ledger {
                 .get(id)
                 .expect("every saga deadline names a saga");
             assert!(
-                saga.answer.is_none() && saga.deadline_ms == *deadline,
+                saga.is_running() && saga.deadline_ms == *deadline,
                 "deadline entry for finished saga {id}"
             );
         }
-        let running = self.sagas.values().filter(|s| s.answer.is_none()).count();
+        let running = self.sagas.values().filter(|s| s.is_running()).count();
         assert_eq!(
             running,
             self.saga_deadlines.len(),
             "running sagas without deadline"
+        );
+        for (expiry, id) in &self.saga_expiries {
+            let saga = self.sagas.get(id).expect("every saga expiry names a saga");
+            assert!(
+                saga.is_waiting() && saga.expires_at_ms == Some(*expiry),
+                "expiry entry for saga {id}, which does not wait"
+            );
+        }
+        let waiting = self.sagas.values().filter(|s| s.is_waiting()).count();
+        assert_eq!(
+            waiting,
+            self.saga_expiries.len(),
+            "waiting sagas without expiry"
         );
         assert_eq!(
             promised, pending_in,
@@ -326,6 +360,8 @@ impl Ledger {
     /// Applies one command at `at` (leader-assigned time and log entry). Deterministic: the same state and
     /// command give the same outcome and the same next state on every replica.
     pub fn apply_at(&mut self, command: &Command, at: At) -> Outcome {
+        // A command stamped at or past the cut-off first closes the business day.
+        self.roll_day(at);
         match command {
             Command::CreateAccount(new) => Outcome::Account(self.create_account(new, at)),
             Command::Transfer(request) => Outcome::Transfer(self.transfer_once(request, at)),
@@ -349,6 +385,9 @@ impl Ledger {
             Command::ExpirePending => Outcome::Expired {
                 voided: self.expire(at),
             },
+            Command::SetSchedule(schedule) => Outcome::Status(self.set_schedule(*schedule, at)),
+            // The day rolled above, if its cut-off had come.
+            Command::CloseDay => Outcome::Status(Ok(())),
             Command::SetTariff(tariff) => {
                 if tariff.validate().is_err() {
                     return Outcome::Status(Err(Code::InvalidRequest));
@@ -363,7 +402,30 @@ impl Ledger {
                 request,
                 payer_shard,
                 payee_shard,
-            } => Outcome::Saga(self.saga_begin(request, (*payer_shard, *payee_shard), at)),
+            } => Outcome::Saga(self.saga_begin(request, (*payer_shard, *payee_shard), None, at)),
+            Command::ReversalBegin {
+                request,
+                payer_shard,
+                payee_shard,
+                reverses,
+            } => Outcome::Saga(self.saga_begin(
+                request,
+                (*payer_shard, *payee_shard),
+                Some(reverses),
+                at,
+            )),
+            Command::SagaDecide { id, post } => Outcome::Saga(self.saga_decide(id, *post, at)),
+            Command::SagaClose { id, status, code } => {
+                Outcome::Saga(self.saga_close(id, *status, *code))
+            }
+            Command::ClaimReversal { original, by } => {
+                Outcome::Record(self.claim_reversal(original, by))
+            }
+            Command::SettleReversal {
+                original,
+                by,
+                applied,
+            } => Outcome::Record(self.settle_reversal(original, by, *applied)),
             Command::SagaFinish { id, answer } => Outcome::Saga(self.saga_finish(id, answer)),
             Command::Hold(request) => Outcome::Leg(self.leg_hold(request, at)),
             Command::PostHold(id) => Outcome::Leg(self.leg_post(id, at)),
@@ -696,6 +758,7 @@ impl Ledger {
             from_id, to_id,
             "a transfer moves money between two accounts"
         );
+        self.count_in_day(amount, fee);
         let total = signed(amount.checked_add(fee).expect("bounded by AMOUNT_MAX"));
         let debited = total;
         let credited = add(signed(amount), signed(fee));
@@ -849,7 +912,9 @@ impl Ledger {
             self.void(id)
                 .expect("an expiry entry names a pending transfer");
         }
-        u32::try_from(due.len()).expect("bounded by EXPIRE_BATCH_MAX")
+        // Pending sagas homed here are decided void; their coordinators release the holds.
+        let sagas = self.expire_sagas(at, EXPIRE_BATCH_MAX.saturating_sub(due.len()));
+        u32::try_from(due.len().saturating_add(sagas)).expect("bounded by EXPIRE_BATCH_MAX")
     }
 
     fn reverse(&mut self, request: &ReversalRequest, at: At) -> TransferOutcome {
@@ -863,8 +928,15 @@ impl Ledger {
             }
             return refused(Code::IdConflict);
         }
-        if self.sagas.contains_key(&request.id) {
-            return refused(Code::IdConflict);
+        if let Some(saga) = self.sagas.get(&request.id) {
+            // The reversal's own saga may send its money step here (see `crate::saga`).
+            let own = saga
+                .reverses
+                .as_ref()
+                .is_some_and(|r| r.request == *request);
+            if !own {
+                return refused(Code::IdConflict);
+            }
         }
         if request.reason.len() > TEXT_BYTES_MAX {
             return refused(Code::InvalidRequest);

@@ -95,12 +95,10 @@ impl TransferView {
     /// what its answer says.
     pub fn of_saga(saga: &Saga) -> TransferView {
         let request = &saga.request;
-        let (status, fee, code) = match &saga.answer {
-            None => (TransferStatus::Pending, 0, None),
-            Some(TransferOutcome::Accepted(accepted)) => (accepted.status, accepted.fee, None),
-            Some(
-                TransferOutcome::Rejected { code, .. } | TransferOutcome::Refused { code, .. },
-            ) => (TransferStatus::Rejected, 0, Some(*code)),
+        let (status, code) = saga.status();
+        let fee = match &saga.answer {
+            Some(TransferOutcome::Accepted(accepted)) => accepted.fee,
+            _ => 0,
         };
         TransferView {
             id: request.id.clone(),
@@ -113,9 +111,12 @@ impl TransferView {
             status,
             code,
             created_at: rfc3339(saga.begun_at_ms),
-            expires_at: None,
-            reversed_by: None,
-            reverses: None,
+            expires_at: saga.expires_at_ms.map(rfc3339),
+            reversed_by: saga
+                .reversal
+                .as_ref()
+                .and_then(|(by, applied)| applied.then(|| by.clone())),
+            reverses: saga.reverses.as_ref().map(|r| r.request.original.clone()),
             log_index: saga.log_index,
             log_pos: saga.log_pos,
         }

@@ -1622,7 +1622,7 @@ fn snapshot_round_trip() {
     let command = Command::Post(tid("h1"));
     assert_eq!(restored.apply(&command, world.now), world.apply(command));
     assert_eq!(restored, world.ledger);
-    assert_eq!(LEDGER_FORMAT_VERSION, 3);
+    assert_eq!(LEDGER_FORMAT_VERSION, 4);
 }
 
 #[test]

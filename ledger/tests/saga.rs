@@ -147,10 +147,10 @@ fn cross_shard_transfer_moves_money_once_through_the_float_slices() {
     let floats_before = world.float_total();
     let request = p2p("x1", PAYER, PAYEE, 2_500);
     assert!(matches!(world.begin(&request), SagaOutcome::Running(_)));
-    assert_eq!(
+    assert!(matches!(
         world.leg(0, Command::Hold(request.clone())),
-        LegOutcome::Held { fee: 7 }
-    );
+        LegOutcome::Held { fee: 7, .. }
+    ));
     let payer = world.account(0, PAYER);
     assert_eq!(
         (payer.balance, payer.pending_out, payer.available()),
@@ -208,10 +208,10 @@ fn refused_credit_is_redressed_by_voiding_the_hold() {
     let mut world = World::new(&[PAYER], &[PAYEE], 10_000);
     let request = p2p("x2", PAYER, NOBODY, 900);
     world.begin(&request);
-    assert_eq!(
+    assert!(matches!(
         world.leg(0, Command::Hold(request.clone())),
-        LegOutcome::Held { fee: 0 }
-    );
+        LegOutcome::Held { fee: 0, .. }
+    ));
     assert_eq!(
         world.leg(1, Command::Credit(request.clone())),
         LegOutcome::Rejected(Code::AccountNotFound)

@@ -99,7 +99,7 @@ fn default_currency() -> String {
 }
 
 fn default_shards() -> u32 {
-    1
+    8
 }
 
 #[derive(Debug, thiserror::Error)]

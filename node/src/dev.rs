@@ -54,7 +54,7 @@ pub struct DevArgs {
     #[arg(long)]
     pub token: Option<String>,
     /// Shards, one Raft group each (used when the cluster is created).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 8)]
     pub shards: u32,
 }
 

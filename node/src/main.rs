@@ -71,7 +71,7 @@ enum ClusterCmd {
         #[arg(long, default_value_t = 1000)]
         logs_to_keep: u64,
         /// Shards (one Raft group each, replicated on every node).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 8)]
         shards: u32,
     },
 }

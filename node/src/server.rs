@@ -30,8 +30,8 @@ pub fn preferred_leader(config: &Config, shard: u32) -> u64 {
 
 /// The Raft configuration of one shard's group on this node. The shard's preferred leader
 /// stands for election sooner (half the configured timeouts) than the other members, so it
-/// wins the first election and, when it comes back after a failure, the next one: leadership
-/// spreads over the nodes without a transfer protocol (openraft 0.9 has none).
+/// wins the first election, and the election its current leader provokes by going quiet once
+/// it is back after a failure (`cluster::rebalance`; openraft 0.9 has no leader transfer).
 fn raft_config(config: &Config, shard: u32) -> anyhow::Result<Arc<openraft::Config>> {
     let tuning = &config.raft;
     let (election_min, election_max) = if preferred_leader(config, shard) == config.node_id {
@@ -132,12 +132,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peers = peers(&config, &tls)?;
     let clock = Arc::new(Clock::default());
     let groups = open_groups(&config, &peers, currency, &clock).await?;
+    let preferred = (0..config.shards)
+        .map(|shard| preferred_leader(&config, shard))
+        .collect();
     let shards = Arc::new(Shards::new(
         config.node_id,
         config.shards,
         groups,
         peers,
         clock,
+        preferred,
     ));
 
     // The actor layer: account actors take client transfers (forwarded ones too).
@@ -175,10 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .collect();
     let bootstrapper = shards.clone();
-    let preferred = (0..config.shards)
-        .map(|shard| preferred_leader(&config, shard))
-        .collect();
-    tokio::spawn(async move { bootstrapper.bootstrap(members, preferred).await });
+    tokio::spawn(async move { bootstrapper.bootstrap(members).await });
     for group in shards.groups() {
         tokio::spawn(stop_on_fatal(group.raft.clone(), pid_file.clone()));
     }

@@ -3,7 +3,8 @@
 //! system accounts as the sum of their per-shard slices; redress when the payee's side
 //! refuses; and a kill -9 of the node leading most shards during a burst of cross-shard
 //! transfers, after which no saga is left running, no hold is left, every acknowledged transfer
-//! is there once, and the balances sum to 0.
+//! is there once, the balances sum to 0, and the returned node gets its leaderships back;
+//! pending transfers and reversals whose id and accounts live on different shards.
 
 mod common;
 
@@ -262,7 +263,27 @@ async fn kill_the_busiest_leader_during_cross_shard_burst() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.kill_node(victim);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The survivors take over every shard it led before it comes back.
+    let survivor = ALL.into_iter().find(|n| *n != victim).expect("survivor");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = cluster.cluster_info(survivor).await.expect("cluster view");
+        let leaders: Vec<Option<u64>> = info["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .map(|shard| shard["leader"].as_u64())
+            .collect();
+        if leaders.iter().all(|l| l.is_some() && *l != Some(victim)) {
+            eprintln!("node {victim} killed; leaders now {leaders:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shards of node {victim} not taken over in 30 s: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     cluster.start_node(victim);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -341,5 +362,346 @@ async fn kill_the_busiest_leader_during_cross_shard_burst() {
                 "node {node}: hold left: {account}"
             );
         }
+    }
+
+    // The returned node gets its shards back: every shard ends led by its preferred node
+    // (dealt round-robin: shard i by node i % 3 + 1), handed over one at a time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = cluster.cluster_info(victim).await.expect("cluster view");
+        let leaders: Vec<Option<u64>> = info["shards"]
+            .as_array()
+            .expect("shards")
+            .iter()
+            .map(|shard| shard["leader"].as_u64())
+            .collect();
+        let preferred: Vec<Option<u64>> = (0..SHARDS).map(|i| Some(u64::from(i % 3) + 1)).collect();
+        if leaders == preferred {
+            eprintln!("leaders back on their preferred nodes: {leaders:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders not back on their preferred nodes 60 s after node {victim} returned: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let body = transfer_body("after-rebalance", "p2p", &ids[0], &ids[1], 1);
+    cluster.transfer_ok(victim, &body).await;
+}
+
+/// A transfer id whose home shard satisfies `want`.
+fn id_homed(prefix: &str, want: impl Fn(u32) -> bool) -> String {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| {
+            let parsed = ledger::TransferId::parse(id).expect("valid transfer id");
+            want(ledger::home_of(&parsed, SHARDS).0)
+        })
+        .expect("some id is homed there")
+}
+
+fn pending_body(id: &str, from: &str, to: &str, amount: u64, timeout_s: u64) -> Value {
+    json!({"id": id, "kind": "p2p", "from": from, "to": to, "amount": amount,
+           "pending": true, "timeout_s": timeout_s})
+}
+
+/// Creates a pending transfer that must be accepted.
+async fn pending_ok(cluster: &TestCluster, node: u64, body: &Value) -> Value {
+    let (status, answer) = cluster.transfer(node, body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (201, Some("pending")),
+        "{body}: {answer}"
+    );
+    answer
+}
+
+async fn wait_for_status(cluster: &TestCluster, node: u64, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (found, record) = cluster.get_transfer(node, id).await;
+        if found == 200 && record["status"] == status {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} did not become {status} within 30 s: {found} {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Goal: pending transfers and reversals work whatever shards their id and accounts live on:
+/// a cross-shard pending transfer holds on the payer's shard, posts, voids and expires once
+/// (also when the leader of its home shard is killed before its deadline); a pending transfer
+/// whose money is on one shard and id on another posts; a cross-shard transfer is reversed
+/// once (a second reversal is refused), a reversal that finds the money spent is rejected and
+/// frees the original for a later one, and a local transfer is reversed with an id homed
+/// elsewhere. Every node agrees and the balances sum to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_and_reversals_across_shards() {
+    let cluster = TestCluster::start(sharded()).await;
+    let ids = customers_on_every_shard(2);
+    open_and_fund(&cluster, &ids, 10_000).await;
+    let a = &ids[0];
+    let b = ids
+        .iter()
+        .find(|id| shard(id) != shard(a))
+        .expect("b on another shard");
+    let a2 = ids
+        .iter()
+        .find(|id| *id != a && shard(id) == shard(a))
+        .expect("a2 on a's shard");
+    let (sa, sb) = (shard(a), shard(b));
+    let foreign = |prefix: &str| id_homed(prefix, |home| home != sa && home != sb);
+
+    // Cross-shard pending, posted: the hold shows on the payer until the post moves the money.
+    let p1 = foreign("pend-post");
+    let (status, created) = cluster
+        .transfer(1, &pending_body(&p1, a, b, 3_000, 120))
+        .await;
+    assert_eq!(
+        (status, created["status"].as_str()),
+        (201, Some("pending")),
+        "{created}"
+    );
+    let payer = cluster.account(2, a).await;
+    assert_eq!(
+        (payer["balance"].clone(), payer["available"].clone()),
+        (json!(10_000), json!(7_000)),
+        "{payer}"
+    );
+    let (_, record) = cluster.get_transfer(3, &p1).await;
+    assert_eq!(record["status"], "pending", "{record}");
+    assert!(record["expires_at"].is_string(), "{record}");
+    let (status, posted) = cluster
+        .post(2, &format!("/v1/transfers/{p1}/post"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, posted["status"].as_str()),
+        (200, Some("completed")),
+        "{posted}"
+    );
+    let (status, again) = cluster
+        .post(3, &format!("/v1/transfers/{p1}/post"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (200, Some("completed")),
+        "{again}"
+    );
+    let (status, late_void) = cluster
+        .post(1, &format!("/v1/transfers/{p1}/void"), &json!({}))
+        .await;
+    assert_eq!(
+        error_code(&late_void),
+        "transfer_not_pending",
+        "{status} {late_void}"
+    );
+    assert_eq!(cluster.balance(1, a).await, 7_000);
+    assert_eq!(cluster.balance(1, b).await, 13_000);
+
+    // Cross-shard pending, voided.
+    let p2 = foreign("pend-void");
+    pending_ok(&cluster, 2, &pending_body(&p2, a, b, 1_000, 120)).await;
+    let (status, voided) = cluster
+        .post(1, &format!("/v1/transfers/{p2}/void"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, voided["status"].as_str()),
+        (200, Some("voided")),
+        "{voided}"
+    );
+    let (_, late_post) = cluster
+        .post(3, &format!("/v1/transfers/{p2}/post"), &json!({}))
+        .await;
+    assert_eq!(
+        error_code(&late_post),
+        "transfer_not_pending",
+        "{late_post}"
+    );
+
+    // Money on one shard, id on another: the pending transfer posts there.
+    let p3 = id_homed("pend-local", |home| home != sa);
+    pending_ok(&cluster, 3, &pending_body(&p3, a, a2, 500, 120)).await;
+    let (status, posted) = cluster
+        .post(1, &format!("/v1/transfers/{p3}/post"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, posted["status"].as_str()),
+        (200, Some("completed")),
+        "{posted}"
+    );
+    assert_eq!(cluster.balance(2, a).await, 6_500);
+    assert_eq!(cluster.balance(2, a2).await, 10_500);
+
+    // Cross-shard pending whose deadline passes while its home shard's leader is killed.
+    let p4 = foreign("pend-expire");
+    let home = ledger::home_of(&ledger::TransferId::parse(&p4).expect("id"), SHARDS).0;
+    pending_ok(&cluster, 1, &pending_body(&p4, a, b, 700, 2)).await;
+    let info = cluster.cluster_info(1).await.expect("cluster view");
+    let victim = info["shards"][home as usize]["leader"]
+        .as_u64()
+        .expect("home shard leader");
+    cluster.kill_node(victim);
+    let survivor = ALL.into_iter().find(|n| *n != victim).expect("survivor");
+    wait_for_status(&cluster, survivor, &p4, "voided").await;
+    let payer = cluster.account(survivor, a).await;
+    assert_eq!(
+        (payer["balance"].clone(), payer["available"].clone()),
+        (json!(6_500), json!(6_500)),
+        "the expired hold is released once: {payer}"
+    );
+    let (_, late_post) = cluster
+        .post(survivor, &format!("/v1/transfers/{p4}/post"), &json!({}))
+        .await;
+    assert_eq!(
+        error_code(&late_post),
+        "transfer_not_pending",
+        "{late_post}"
+    );
+    cluster.start_node(victim);
+    cluster.wait_for_leader().await;
+
+    // Reversal of a cross-shard transfer, with an id homed on a third shard.
+    let t1 = foreign("rev-orig");
+    cluster
+        .transfer_ok(2, &transfer_body(&t1, "p2p", a, b, 2_000))
+        .await;
+    let r1 = foreign("rev-one");
+    let (status, reversed) = cluster
+        .post(
+            3,
+            &format!("/v1/transfers/{t1}/reverse"),
+            &json!({"id": r1, "reason": "wrong number"}),
+        )
+        .await;
+    assert_eq!(
+        (status, reversed["status"].as_str()),
+        (201, Some("completed")),
+        "{reversed}"
+    );
+    let (status, retried) = cluster
+        .post(
+            1,
+            &format!("/v1/transfers/{t1}/reverse"),
+            &json!({"id": r1, "reason": "wrong number"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &retried),
+        (201, &reversed),
+        "a retry answers the same"
+    );
+    let r2 = foreign("rev-two");
+    let (_, second) = cluster
+        .post(
+            2,
+            &format!("/v1/transfers/{t1}/reverse"),
+            &json!({"id": r2}),
+        )
+        .await;
+    assert_eq!(error_code(&second), "already_reversed", "{second}");
+    let (_, original) = cluster.get_transfer(1, &t1).await;
+    assert_eq!(
+        (
+            original["status"].as_str(),
+            original["reversed_by"].as_str()
+        ),
+        (Some("reversed"), Some(r1.as_str())),
+        "{original}"
+    );
+    let (_, reversal) = cluster.get_transfer(2, &r1).await;
+    assert_eq!(
+        reversal["reverses"].as_str(),
+        Some(t1.as_str()),
+        "{reversal}"
+    );
+    assert_eq!(cluster.balance(3, a).await, 6_500);
+    assert_eq!(cluster.balance(3, b).await, 13_000);
+
+    // A reversal that finds the money spent is rejected and frees the original.
+    let t2 = foreign("rev-spent");
+    cluster
+        .transfer_ok(1, &transfer_body(&t2, "p2p", a, b, 1_000))
+        .await;
+    let spend = cluster
+        .transfer_ok(2, &transfer_body("spend-b", "redeem", b, "float", 13_500))
+        .await;
+    assert_eq!(spend["status"], "completed", "{spend}");
+    let r3 = foreign("rev-poor");
+    let (status, poor) = cluster
+        .post(
+            3,
+            &format!("/v1/transfers/{t2}/reverse"),
+            &json!({"id": r3}),
+        )
+        .await;
+    assert_eq!(
+        (status, poor["code"].as_str()),
+        (422, Some("insufficient_funds")),
+        "{poor}"
+    );
+    cluster.issue(1, "refill-b", b, 1_000).await;
+    let r4 = foreign("rev-rich");
+    let (status, rich) = cluster
+        .post(
+            1,
+            &format!("/v1/transfers/{t2}/reverse"),
+            &json!({"id": r4}),
+        )
+        .await;
+    assert_eq!(
+        (status, rich["status"].as_str()),
+        (201, Some("completed")),
+        "{rich}"
+    );
+
+    // A local transfer reversed with an id homed on another shard.
+    let t3 = id_homed("rev-local", |home| home == sa);
+    cluster
+        .transfer_ok(2, &transfer_body(&t3, "p2p", a, a2, 300))
+        .await;
+    let r5 = id_homed("rev-away", |home| home != sa);
+    let (status, local) = cluster
+        .post(
+            3,
+            &format!("/v1/transfers/{t3}/reverse"),
+            &json!({"id": r5}),
+        )
+        .await;
+    assert_eq!(
+        (status, local["status"].as_str()),
+        (201, Some("completed")),
+        "{local}"
+    );
+    let (_, original) = cluster.get_transfer(1, &t3).await;
+    assert_eq!(original["status"], "reversed", "{original}");
+    let r6 = id_homed("rev-again", |home| home != sa);
+    let (_, again) = cluster
+        .post(
+            2,
+            &format!("/v1/transfers/{t3}/reverse"),
+            &json!({"id": r6}),
+        )
+        .await;
+    assert_eq!(error_code(&again), "already_reversed", "{again}");
+
+    for node in ALL {
+        let balances = cluster.assert_invariants(node).await;
+        assert_eq!(balances[a.as_str()], 6_500, "node {node}");
+        assert_eq!(balances[a2.as_str()], 10_500, "node {node}");
+        assert_eq!(balances[b.as_str()], 500, "node {node}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while summary_field(&cluster, node, "sagas_running").await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: sagas still running"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
+        assert_eq!(summary_field(&cluster, node, "pending").await, 0);
     }
 }

@@ -2,6 +2,7 @@
 //! bearer-token auth, one error table, request metrics and a tracing span per request.
 
 pub mod accounts;
+pub mod days;
 pub mod error;
 pub mod json;
 pub mod ops;
@@ -63,6 +64,8 @@ pub fn router(state: App) -> Router {
             "/v1/admin/accounts/{id}/status",
             put(ops::set_account_status),
         )
+        .route("/v1/admin/schedule", put(days::set_schedule))
+        .route("/v1/admin/days", get(days::days))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     #[cfg(feature = "chaos")]
     let v1 = v1.merge(

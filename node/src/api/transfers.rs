@@ -10,7 +10,8 @@ use cluster::saga::{self, Route};
 use futures::StreamExt;
 use ledger::limits::{AMOUNT_MAX, TEXT_BYTES_MAX, TIMEOUT_S_DEFAULT, TIMEOUT_S_MAX, TIMEOUT_S_MIN};
 use ledger::{
-    Answer, Command, Currency, Outcome, Query, ReversalRequest, ShardId, TransferId, TransferKind,
+    Answer, Command, Currency, Outcome, Query, ReversalRequest, Reverses, ShardId, TransferId,
+    TransferKind, TransferStatus,
 };
 use ledger::{TransferOutcome, TransferRequest, TransferView};
 use serde::Deserialize;
@@ -157,19 +158,11 @@ pub async fn create(
     Ok((status, Json(body)))
 }
 
-/// The transfer's route over the shards. What runs as a saga in this version: transfers that
-/// complete at once. A pending transfer must keep its money on one shard (its `post`, `void`
-/// and expiry are local commands); cross-shard pending transfers are refused until sagas
-/// carry them.
+/// The transfer's route over the shards: local when the id, the payer and the payee live on
+/// one shard, else a saga (pending transfers included: their post, void and expiry are saga
+/// steps too).
 fn sharded(app: &App, request: &TransferRequest) -> Result<Route, ApiError> {
-    let route = Route::of(request, app.shards.shard_count());
-    if request.pending && route.payer != route.payee {
-        return Err(ApiError::new(
-            "invalid_request",
-            "pending transfers between accounts of different shards are not supported yet",
-        ));
-    }
-    Ok(route)
+    Ok(Route::of(request, app.shards.shard_count()))
 }
 
 /// Up to 8190 transfers; each item gets exactly the answer its single call would have got.
@@ -286,9 +279,36 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<
     Ok(Json(body))
 }
 
+/// Is the record `locate` found a saga's (a cross-shard transfer, or one whose id lives on
+/// another shard than its money)?
+async fn is_saga(app: &App, shard: ShardId, id: &TransferId) -> Result<bool, ApiError> {
+    Ok(matches!(
+        app.shards.read(shard, Query::Saga(id.clone())).await?,
+        Answer::Saga(Some(_))
+    ))
+}
+
 async fn finish(app: &App, id: &str, post: bool) -> Result<Json<Value>, ApiError> {
     let id = parse_transfer_id(id)?;
     let (shard, _) = locate(app, &id).await?;
+    if is_saga(app, shard, &id).await? {
+        // The decision is recorded on the id's home shard, then the money settles.
+        let saga = saga::decide(&app.shards, &id, post)
+            .await?
+            .map_err(ApiError::from_code)?;
+        let (status, code) = saga.status();
+        let wanted = if post {
+            TransferStatus::Completed
+        } else {
+            TransferStatus::Voided
+        };
+        return match code {
+            _ if status == wanted => Ok(Json(json!(TransferView::of_saga(&saga)))),
+            // The payee's side refused the credit: the hold was released.
+            Some(code) if post => Err(ApiError::from_code(code)),
+            _ => Err(ApiError::from_code(ledger::Code::TransferNotPending)),
+        };
+    }
     let command = if post {
         Command::Post(id)
     } else {
@@ -327,30 +347,50 @@ pub async fn reverse(
             format!("reason is longer than {TEXT_BYTES_MAX} bytes"),
         ));
     }
-    let (shard, _) = locate(&app, &original).await?;
-    if ledger::home_of(&id, app.shards.shard_count()) != shard {
-        // The reversal's id must be claimed by its home shard; in this version a reversal is
-        // one local command, so its id must live where the original's money does.
-        return Err(ApiError::new(
-            "invalid_request",
-            "reversals across shards are not supported yet: choose a reversal id of the \
-             original's shard",
-        ));
-    }
+    let (shard, view) = locate(&app, &original).await?;
     let request = ReversalRequest {
         id,
         original,
         reason,
     };
-    match app.shards.write(shard, Command::Reverse(request)).await? {
-        Outcome::Transfer(outcome) => {
-            telemetry::record_transfer("reversal", outcome_label(&outcome));
-            let (status, body) = answer(&outcome, shard);
-            Ok((status, Json(body)))
-        }
-        other => Err(ApiError::new(
-            "internal",
-            format!("unexpected outcome {other:?}"),
-        )),
+    let claim = is_saga(&app, shard, &request.original).await?;
+    if !claim && ledger::home_of(&request.id, app.shards.shard_count()) == shard {
+        // The original's record, its money and the reversal's id share one shard: one command
+        // claims the original and moves the money back.
+        return match app.shards.write(shard, Command::Reverse(request)).await? {
+            Outcome::Transfer(outcome) => {
+                telemetry::record_transfer("reversal", outcome_label(&outcome));
+                let (status, body) = answer(&outcome, shard);
+                Ok((status, Json(body)))
+            }
+            other => Err(ApiError::new(
+                "internal",
+                format!("unexpected outcome {other:?}"),
+            )),
+        };
     }
+    // Otherwise a saga homed at the reversal id's shard: it claims the original (when that is
+    // a saga), moves the money back (one command where the money is on one shard, legs where
+    // it is not), and settles the claim.
+    let transfer = TransferRequest {
+        id: request.id.clone(),
+        kind: TransferKind::Reversal,
+        from: view.to,
+        to: view.from,
+        amount: view.amount,
+        currency: view.currency,
+        memo: String::new(),
+        pending: false,
+        timeout_s: TIMEOUT_S_DEFAULT,
+    };
+    let route = Route::of(&transfer, app.shards.shard_count());
+    let reverses = Reverses {
+        request,
+        record_shard: shard,
+        claim,
+    };
+    let outcome = saga::reverse(&app.shards, transfer, reverses).await?;
+    telemetry::record_transfer("reversal", outcome_label(&outcome));
+    let (status, body) = answer(&outcome, route.payer);
+    Ok((status, Json(body)))
 }

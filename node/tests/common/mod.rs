@@ -538,7 +538,8 @@ impl Options {
             nodes,
             snapshot_logs: None,
             logs_to_keep: None,
-            shards: None,
+            // The single-group suite; tests of a sharded cluster ask for more.
+            shards: Some(1),
         }
     }
 }
