@@ -31,3 +31,7 @@ const _: () = assert!(TIMEOUT_S_MIN <= TIMEOUT_S_DEFAULT && TIMEOUT_S_DEFAULT <=
 
 /// Closed business days kept per shard (a year and a day of daily closes).
 pub const CLOSES_KEPT: usize = 366;
+
+/// How long a saga may run before its coordinator redresses what is not done, in ms (a
+/// decided pending transfer gets as long again from its decision).
+pub const SAGA_DEADLINE_MS: u64 = 10_000;

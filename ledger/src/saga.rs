@@ -54,8 +54,7 @@ use crate::transfer::{
 };
 use crate::views::TransferView;
 
-/// How long a saga may run before its coordinator redresses what is not done, in ms.
-pub const SAGA_DEADLINE_MS: u64 = 10_000;
+pub use crate::limits::SAGA_DEADLINE_MS;
 
 /// A saga as its home shard keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

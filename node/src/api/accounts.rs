@@ -120,8 +120,8 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<
 /// shard; the sum is not one snapshot of the whole cluster, but each shard's part is exact).
 async fn system_account(app: &App, id: &AccountId) -> Result<AccountView, ApiError> {
     let mut total: Option<AccountView> = None;
-    for shard in group_shards(app) {
-        match app.shards.read(shard, Query::Account(id.clone())).await? {
+    for (shard, answer) in read_every_group(app, |_| Query::Account(id.clone())).await? {
+        match answer {
             Answer::Account(Some(slice)) => match &mut total {
                 Some(total) => total.add_slice(&slice),
                 None => total = Some(slice),
@@ -138,6 +138,22 @@ async fn system_account(app: &App, id: &AccountId) -> Result<AccountView, ApiErr
     total.ok_or_else(|| ApiError::new("internal", "no shard answered"))
 }
 
+/// One linearizable read on every group, all at once; answers in group order.
+pub(super) async fn read_every_group(
+    app: &App,
+    query: impl Fn(ShardId) -> Query,
+) -> Result<Vec<(ShardId, Answer)>, ApiError> {
+    let reads = group_shards(app).into_iter().map(|shard| {
+        let query = query(shard);
+        async move { (shard, app.shards.read(shard, query).await) }
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .map(|(shard, answer)| Ok((shard, answer?)))
+        .collect()
+}
+
 fn unexpected(answer: &Answer) -> ApiError {
     ApiError::new("internal", format!("unexpected answer {answer:?}"))
 }
@@ -152,12 +168,12 @@ pub async fn statement(
     if id.is_system() {
         // Every shard's slice has its own lines: merged newest first.
         let mut entries = Vec::new();
-        for shard in group_shards(&app) {
-            let query = Query::Statement {
-                id: id.clone(),
-                limit,
-            };
-            match app.shards.read(shard, query).await? {
+        let query = |_| Query::Statement {
+            id: id.clone(),
+            limit,
+        };
+        for (_, answer) in read_every_group(&app, query).await? {
+            match answer {
                 Answer::Statement(Some(part)) => entries.extend(part),
                 other => return Err(unexpected(&other)),
             }
@@ -250,9 +266,10 @@ pub async fn summary(State(app): State<App>) -> Result<Json<Value>, ApiError> {
         sagas_running: 0,
         legs_held: 0,
     };
-    let shards = group_shards(&app);
-    for shard in &shards {
-        let Answer::Summary(part) = app.shards.read(*shard, Query::Summary).await? else {
+    let parts = read_every_group(&app, |_| Query::Summary).await?;
+    let groups = parts.len() as u64;
+    for (_, answer) in parts {
+        let Answer::Summary(part) = answer else {
             return Err(ApiError::new(
                 "internal",
                 "unexpected answer to a summary query",
@@ -268,7 +285,7 @@ pub async fn summary(State(app): State<App>) -> Result<Json<Value>, ApiError> {
         total.legs_held = total.legs_held.saturating_add(part.legs_held);
     }
     // Each shard counts its own slices of `float` and `fees`: the cluster has one of each.
-    let extra_slices = 2 * (shards.len() as u64).saturating_sub(1);
+    let extra_slices = 2 * groups.saturating_sub(1);
     total.accounts = total.accounts.saturating_sub(extra_slices);
     Ok(Json(json!(total)))
 }

@@ -147,11 +147,7 @@ pub async fn days(
     let mut schedule = None;
     let mut open = (0u64, 0u128, 0u128, u64::MAX);
     let mut closes: BTreeMap<u64, ClusterClose> = BTreeMap::new();
-    for shard in 0..app.shards.shard_count() {
-        let answer = app
-            .shards
-            .read(ShardId(shard), Query::Days { limit })
-            .await?;
+    for (_, answer) in super::accounts::read_every_group(&app, |_| Query::Days { limit }).await? {
         let Answer::Days {
             schedule: s,
             open: day,
