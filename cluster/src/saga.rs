@@ -237,14 +237,14 @@ async fn reversal(
 async fn hold(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
     let request = &saga.request;
     let id = request.id.clone();
-    let hold = step_until(
+    let hold = leg_step(
         shards,
         saga.payer_shard,
         Command::Hold(request.clone()),
         saga.deadline_ms,
     )
-    .await;
-    match leg(hold)? {
+    .await?;
+    match hold {
         Some(LegOutcome::Held {
             fee,
             from_balance,
@@ -270,12 +270,7 @@ async fn hold(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
                 log_pos,
             }))
         }
-        Some(LegOutcome::Rejected(code)) => Ok(TransferOutcome::Rejected {
-            id,
-            code,
-            log_index: 0,
-            log_pos: 0,
-        }),
+        Some(LegOutcome::Rejected(code)) => Ok(rejected(id, code)),
         Some(LegOutcome::Refused(code)) => Ok(TransferOutcome::Refused { id, code }),
         Some(LegOutcome::Voided) | None => redress(shards, saga).await,
         Some(other) => Err(unexpected_leg(&other)),
@@ -326,24 +321,17 @@ async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
     let request = &saga.request;
     let id = request.id.clone();
     let deadline = saga.deadline_ms;
-    let hold = step_until(
+    let hold = leg_step(
         shards,
         saga.payer_shard,
         Command::Hold(request.clone()),
         deadline,
     )
-    .await;
-    match leg(hold)? {
+    .await?;
+    match hold {
         Some(LegOutcome::Held { .. }) => {}
         // Nothing was held, so nothing can be credited (credits follow holds).
-        Some(LegOutcome::Rejected(code)) => {
-            return Ok(TransferOutcome::Rejected {
-                id,
-                code,
-                log_index: 0,
-                log_pos: 0,
-            })
-        }
+        Some(LegOutcome::Rejected(code)) => return Ok(rejected(id, code)),
         Some(LegOutcome::Refused(code)) => return Ok(TransferOutcome::Refused { id, code }),
         // A hold that was posted already (another coordinator got further): carry on.
         Some(LegOutcome::Posted { .. }) => {}
@@ -357,24 +345,19 @@ async fn legs(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
 /// The payer's hold is in place: credit the payee, then post the hold — or redress.
 async fn credit_and_post(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
     let request = &saga.request;
-    let credit = step_until(
+    let credit = leg_step(
         shards,
         saga.payee_shard,
         Command::Credit(request.clone()),
         saga.deadline_ms,
     )
-    .await;
-    let credited = match leg(credit)? {
+    .await?;
+    let credited = match credit {
         Some(LegOutcome::Credited { to_balance, .. }) => to_balance,
         // Recorded: this credit can never happen now.
         Some(LegOutcome::Rejected(code)) => {
             void(shards, saga).await?;
-            return Ok(TransferOutcome::Rejected {
-                id: request.id.clone(),
-                code,
-                log_index: 0,
-                log_pos: 0,
-            });
+            return Ok(rejected(request.id.clone(), code));
         }
         Some(LegOutcome::Cancelled) | None => return redress(shards, saga).await,
         Some(other) => return Err(unexpected_leg(&other)),
@@ -425,12 +408,7 @@ async fn redress(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteE
         other => return Err(unexpected(&other)),
     };
     void(shards, saga).await?;
-    Ok(TransferOutcome::Rejected {
-        id,
-        code,
-        log_index: 0,
-        log_pos: 0,
-    })
+    Ok(rejected(id, code))
 }
 
 /// Releases (or fences) the payer's hold. Only once the payee's leg is fenced or rejected.
@@ -442,9 +420,24 @@ async fn void(shards: &Shards, saga: &Saga) -> Result<(), RouteError> {
     }
 }
 
-/// A leg step's outcome; `None` when the deadline passed without one.
-fn leg(result: Result<Option<Outcome>, RouteError>) -> Result<Option<LegOutcome>, RouteError> {
-    match result? {
+/// A business rejection recorded on a leg (no log position of its own).
+fn rejected(id: TransferId, code: Code) -> TransferOutcome {
+    TransferOutcome::Rejected {
+        id,
+        code,
+        log_index: 0,
+        log_pos: 0,
+    }
+}
+
+/// Sends a leg command until its shard answers or `deadline_ms` passes (`None`).
+async fn leg_step(
+    shards: &Shards,
+    shard: ShardId,
+    command: Command,
+    deadline_ms: u64,
+) -> Result<Option<LegOutcome>, RouteError> {
+    match step_until(shards, shard, command, deadline_ms).await? {
         Some(Outcome::Leg(outcome)) => Ok(Some(outcome)),
         Some(other) => Err(unexpected(&other)),
         None => Ok(None),

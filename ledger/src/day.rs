@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codes::Code;
 use crate::ids::AccountId;
-use crate::limits::CLOSES_KEPT;
+use crate::limits::{CLOSES_KEPT, PERIOD_MS_MAX, PERIOD_MS_MIN};
 use crate::state::Ledger;
 use crate::transfer::At;
 
@@ -26,11 +26,6 @@ pub struct Schedule {
     pub offset_ms: u64,
     pub period_ms: u64,
 }
-
-/// Shortest business day a schedule may set (tests and drills use short ones).
-pub const PERIOD_MS_MIN: u64 = 1_000;
-/// Longest business day: a week.
-pub const PERIOD_MS_MAX: u64 = 7 * 86_400_000;
 
 impl Default for Schedule {
     fn default() -> Self {

@@ -35,3 +35,8 @@ pub const CLOSES_KEPT: usize = 366;
 /// How long a saga may run before its coordinator redresses what is not done, in ms (a
 /// decided pending transfer gets as long again from its decision).
 pub const SAGA_DEADLINE_MS: u64 = 10_000;
+
+/// Shortest business day a schedule may set (tests and drills use short ones), in ms.
+pub const PERIOD_MS_MIN: u64 = 1_000;
+/// Longest business day: a week, in ms.
+pub const PERIOD_MS_MAX: u64 = 7 * 86_400_000;

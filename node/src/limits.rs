@@ -15,6 +15,8 @@ pub const STATEMENT_LIMIT_DEFAULT: usize = 50;
 pub const STATEMENT_LIMIT_MAX: usize = ledger::limits::STATEMENT_LIMIT_MAX;
 /// Accounts listed per page.
 pub const ACCOUNTS_PAGE_MAX: usize = 1000;
+/// Closed business days one `/v1/admin/days` request may ask for.
+pub const DAYS_LIMIT_MAX: usize = ledger::limits::CLOSES_KEPT;
 /// Cross-shard items of one batch request run as sagas, this many at once.
 pub const BATCH_SAGAS_CONCURRENCY: usize = 256;
 /// How long a graceful stop may take before the node exits anyway.

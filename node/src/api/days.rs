@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::Json;
 use ledger::time::rfc3339;
-use ledger::{Answer, Command, DayClose, Outcome, Query, Schedule, ShardId};
+use ledger::{Answer, Command, DayClose, Query, Schedule};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::App;
+use crate::limits::DAYS_LIMIT_MAX;
 
 /// One cut-off's closes summed over the shards that closed it.
 #[derive(Default)]
@@ -40,9 +41,6 @@ impl ClusterClose {
         self.fees_balance = self.fees_balance.saturating_add(close.fees_balance);
     }
 }
-
-/// Closed days a request may ask for.
-const DAYS_LIMIT_MAX: usize = 366;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,22 +110,7 @@ pub async fn set_schedule(
             "period_s must be from 1 to 604800 seconds",
         )
     })?;
-    for shard in 0..app.shards.shard_count() {
-        match app
-            .shards
-            .write(ShardId(shard), Command::SetSchedule(schedule))
-            .await?
-        {
-            Outcome::Status(Ok(())) => {}
-            Outcome::Status(Err(code)) => return Err(ApiError::from_code(code)),
-            other => {
-                return Err(ApiError::new(
-                    "internal",
-                    format!("unexpected outcome {other:?}"),
-                ))
-            }
-        }
-    }
+    super::ops::write_every_shard(&app, &Command::SetSchedule(schedule)).await?;
     Ok(Json(render_schedule(&schedule)))
 }
 

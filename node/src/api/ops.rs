@@ -85,13 +85,15 @@ pub async fn set_tariff(
         .validate()
         .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
     // The tariff is the same on every group: write it to each.
-    let groups = u32::try_from(app.shards.groups().len()).expect("group count fits u32");
-    for group in 0..groups {
-        match app
-            .shards
-            .write(ShardId(group), Command::SetTariff(tariff.clone()))
-            .await?
-        {
+    write_every_shard(&app, &Command::SetTariff(tariff.clone())).await?;
+    Ok(Json(json!(tariff)))
+}
+
+/// Writes a status command (tariff, schedule) to every shard, in order; the first refusal
+/// stops it.
+pub(super) async fn write_every_shard(app: &App, command: &Command) -> Result<(), ApiError> {
+    for shard in 0..app.shards.shard_count() {
+        match app.shards.write(ShardId(shard), command.clone()).await? {
             Outcome::Status(Ok(())) => {}
             Outcome::Status(Err(code)) => return Err(ApiError::from_code(code)),
             other => {
@@ -102,7 +104,7 @@ pub async fn set_tariff(
             }
         }
     }
-    Ok(Json(json!(tariff)))
+    Ok(())
 }
 
 pub async fn get_tariff(State(app): State<App>) -> Json<Value> {
