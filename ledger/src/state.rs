@@ -361,7 +361,10 @@ impl Ledger {
     /// command give the same outcome and the same next state on every replica.
     pub fn apply_at(&mut self, command: &Command, at: At) -> Outcome {
         // A command stamped at or past the cut-off first closes the business day.
-        self.roll_day(at);
+        // (A batch rolls at its first item: it is exactly its items applied one by one.)
+        if !matches!(command, Command::Batch(_)) {
+            self.roll_day(at);
+        }
         match command {
             Command::CreateAccount(new) => Outcome::Account(self.create_account(new, at)),
             Command::Transfer(request) => Outcome::Transfer(self.transfer_once(request, at)),
@@ -374,7 +377,9 @@ impl Ledger {
                     .enumerate()
                     .map(|(pos, request)| {
                         let log_pos = u32::try_from(pos).expect("bounded by BATCH_MAX");
-                        self.transfer_once(request, At { log_pos, ..at })
+                        let at = At { log_pos, ..at };
+                        self.roll_day(at);
+                        self.transfer_once(request, at)
                     })
                     .collect();
                 Outcome::Batch(results)

@@ -767,7 +767,10 @@ impl Model {
         }
         let (payer, payee) = (original.to.clone(), original.from.clone());
         let payer_account = &self.accounts[&payer];
-        let rejection = if payer_account.status == AccountStatus::Closed {
+        // Money never moves out of or into a closed account, a reversal's neither.
+        let rejection = if payer_account.status == AccountStatus::Closed
+            || self.accounts[&payee].status == AccountStatus::Closed
+        {
             Some(Code::AccountClosed)
         } else if payer_account.role != "float"
             && payer_account.balance - payer_account.held < wide(original.amount)
