@@ -9,8 +9,11 @@ pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
 pub const APPEND_WEIGHT_MAX: usize = 32 * 1024;
 /// Single transfers waiting to join a proposal on one group; past it, `overloaded`.
 pub const BATCH_QUEUE_MAX: usize = 32 * 1024;
-/// Batch proposals of one group in flight at once (Raft pipelines them).
-pub const PROPOSALS_INFLIGHT_MAX: usize = 8;
+/// Batch proposals of one group in flight at once (Raft pipelines them). Few, so that commands
+/// arriving meanwhile gather into the next proposal: measured on 2 cores, 3 nodes, 64 clients,
+/// 1 shard: 8 in flight gave 4,454 transfers/s (p99 26 ms), 2 gave 5,900–6,900/s (p99 16–18 ms);
+/// 8 shards, 256 clients: 1,284/s with 8, 2,037–2,397/s with 1 or 2.
+pub const PROPOSALS_INFLIGHT_MAX: usize = 2;
 /// Requests in flight on one peer connection; further callers wait for a slot.
 pub const INFLIGHT_PER_PEER_MAX: usize = 4096;
 /// Frames queued for one connection's writer.

@@ -38,6 +38,9 @@ pub struct LogStore {
     unflushed: Unflushed,
     /// The last committed index openraft reported, for metrics (`cellpay_raft_commit_index`).
     committed: Arc<AtomicU64>,
+    /// The last committed id saved through this store: the writer may hold it back for a while
+    /// (see `log_writer`), so this store reads it from here, not from the file.
+    saved_committed: Arc<Mutex<Option<Option<LogId>>>>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -68,6 +71,7 @@ impl LogStore {
             group,
             unflushed,
             committed: Arc::new(AtomicU64::new(0)),
+            saved_committed: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -220,12 +224,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(KEY_VOTE)
     }
 
-    /// Written with the next commit and not waited for: losing it only means re-applying
-    /// from the last snapshot.
+    /// Written with the next append's commit (or alone after `COMMITTED_DEFER_MAX`) and not
+    /// waited for: losing it only means re-applying from the last snapshot.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if let Some(id) = committed {
             self.committed.fetch_max(id.index, Ordering::Relaxed);
         }
+        *self
+            .saved_committed
+            .lock()
+            .map_err(|_| write_err(std::io::Error::other("committed id lock poisoned")))? =
+            Some(committed);
         let job = Job::Committed {
             group: self.group,
             bytes: encode(&committed)?,
@@ -234,6 +243,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let saved = *self
+            .saved_committed
+            .lock()
+            .map_err(|_| read_err(std::io::Error::other("committed id lock poisoned")))?;
+        if let Some(committed) = saved {
+            return Ok(committed);
+        }
         Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 

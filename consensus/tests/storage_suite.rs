@@ -29,3 +29,37 @@ fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
     Suite::test_all(RedbBuilder)?;
     Ok(())
 }
+
+/// Goal: a committed id reads back at once, and reaches the file even when no append follows
+/// to share its fsync (the writer holds it back at most `COMMITTED_DEFER_MAX`).
+/// Method: save one through a store and read it back; wait past the deferral with nothing else
+/// written; a second store on the same database (which reads the file, not the first store's
+/// memory) must find it.
+#[test]
+fn a_committed_id_reaches_the_file_without_a_following_append() {
+    use openraft::storage::RaftLogStorage;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_log_db(&dir.path().join("log.redb")).expect("log db");
+    let committed = openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut store = LogStore::new(db.clone(), 5);
+        store.save_committed(Some(committed)).await.expect("save");
+        assert_eq!(store.read_committed().await.expect("read"), Some(committed));
+        tokio::time::sleep(consensus::limits::COMMITTED_DEFER_MAX * 3).await;
+        let mut from_file = LogStore::new(db.clone(), 5);
+        assert_eq!(
+            from_file.read_committed().await.expect("read"),
+            Some(committed),
+            "the committed id was not written after the deferral"
+        );
+        assert_eq!(
+            LogStore::new(db, 6).read_committed().await.expect("read"),
+            None,
+            "another group has no committed id"
+        );
+    });
+}
