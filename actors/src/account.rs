@@ -2,9 +2,17 @@
 //!
 //! An account actor is the one door to its account for single transfers: it takes them in
 //! arrival order, proposes them (up to `ACCOUNT_INFLIGHT_MAX` at once, so the shard's group
-//! commit still batches them), keeps a cache of the account's last known balance, and answers
-//! each caller with the ledger's own answer — never its own guess, so an actor can be stopped,
-//! restarted or moved at any moment without changing an answer. Its mailbox is bounded
+//! commit still batches them), keeps the account's hot state (the balance in the last answer,
+//! and the debits it has in flight), and answers each caller with the ledger's own answer —
+//! never its own guess, so an actor can be stopped, restarted or moved at any moment without
+//! changing an answer.
+//!
+//! **Pre-validation** uses the hot state to schedule, never to answer: a debit that the last
+//! known balance cannot cover beside the debits already in flight is not proposed beside them;
+//! it (and everything that arrived after it) waits until they are answered, and is then
+//! proposed alone, so the ledger decides it on the settled balance. A rejection decided from
+//! the cache would be recorded and replayed forever, and the cache can miss a credit another
+//! shard or a new leader has already acknowledged — so the actor never rejects by itself. Its mailbox is bounded
 //! (`ACCOUNT_MAILBOX_MAX`, counted at the door): a flood gets `overloaded` (HTTP 429) instead
 //! of an unbounded queue. It stops when idle (`ACCOUNT_IDLE`) and when its node no longer
 //! leads the shard; the next transfer starts a fresh actor wherever the leader now is.
@@ -58,8 +66,9 @@ pub enum AccountMsg {
         request: TransferRequest,
         reply: Reply,
     },
-    /// One of this actor's proposals answered (frees an in-flight slot, refreshes the cache).
-    Answered { balance: Option<i64> },
+    /// One of this actor's proposals answered (frees an in-flight slot and its debit,
+    /// refreshes the balance).
+    Answered { balance: Option<i64>, debit: u64 },
     /// Idle and leadership check.
     Tick,
 }
@@ -110,6 +119,38 @@ pub struct AccountState {
     last_active: Instant,
     /// The account's balance in the last answer seen (a cache, never used to answer).
     balance: Option<i64>,
+    /// Amounts this account pays in the transfers in flight.
+    inflight_debit: u64,
+}
+
+impl AccountState {
+    /// The amount this account pays in `request` (0 when it is not the payer).
+    fn debit_of(&self, request: &TransferRequest) -> u64 {
+        if request.from == self.id {
+            request.amount
+        } else {
+            0
+        }
+    }
+
+    /// Whether `request` may be proposed now: a free in-flight slot, and either nothing in
+    /// flight or a hot state that covers its debit beside the debits in flight (an unknown
+    /// balance covers anything: the ledger decides).
+    fn may_propose(&self, request: &TransferRequest) -> bool {
+        if self.inflight >= self.registry.limits.inflight_max {
+            return false;
+        }
+        if self.inflight == 0 {
+            return true;
+        }
+        let debit = self.debit_of(request);
+        match self.balance {
+            Some(balance) if debit > 0 => {
+                i128::from(balance) - i128::from(self.inflight_debit) >= i128::from(debit)
+            }
+            _ => true,
+        }
+    }
 }
 
 impl Actor for AccountActor {
@@ -132,6 +173,7 @@ impl Actor for AccountActor {
             waiting: VecDeque::new(),
             last_active: Instant::now(),
             balance: None,
+            inflight_debit: 0,
         })
     }
 
@@ -149,22 +191,33 @@ impl Actor for AccountActor {
                     state.depth.fetch_sub(1, Ordering::AcqRel);
                     let _ = reply.send(Err(RouteError::NotLeader { leader: None }));
                     myself.stop(Some("leadership moved".into()));
-                } else if state.inflight < state.registry.limits.inflight_max {
+                } else if state.waiting.is_empty() && state.may_propose(&request) {
                     propose(&myself, state, request, reply);
                 } else {
+                    // Arrival order: nothing overtakes a transfer that waits.
                     state.waiting.push_back((request, reply));
                 }
             }
-            AccountMsg::Answered { balance } => {
+            AccountMsg::Answered { balance, debit } => {
                 if state.inflight == 0 {
                     return Err(
                         format!("account {}: an answer with nothing in flight", state.id).into(),
                     );
                 }
                 state.inflight -= 1;
+                state.inflight_debit =
+                    state.inflight_debit.checked_sub(debit).ok_or_else(|| {
+                        format!("account {}: more debit answered than in flight", state.id)
+                    })?;
                 state.balance = balance.or(state.balance);
-                if let Some((request, reply)) = state.waiting.pop_front() {
-                    propose(&myself, state, request, reply);
+                while state
+                    .waiting
+                    .front()
+                    .is_some_and(|(request, _)| state.may_propose(request))
+                {
+                    if let Some((request, reply)) = state.waiting.pop_front() {
+                        propose(&myself, state, request, reply);
+                    }
                 }
             }
             AccountMsg::Tick => {
@@ -207,6 +260,8 @@ fn propose(
 ) {
     state.depth.fetch_sub(1, Ordering::AcqRel);
     state.inflight += 1;
+    let debit = state.debit_of(&request);
+    state.inflight_debit = state.inflight_debit.saturating_add(debit);
     let run = state.registry.backend.run(request.clone());
     let myself = myself.clone();
     let id = state.id.clone();
@@ -218,7 +273,7 @@ fn propose(
             _ => None,
         };
         let _ = reply.send(result);
-        let _ = myself.send_message(AccountMsg::Answered { balance });
+        let _ = myself.send_message(AccountMsg::Answered { balance, debit });
     });
 }
 

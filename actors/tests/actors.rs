@@ -1,6 +1,7 @@
 //! Actor tests with ractor and a fake cluster: bounded mailboxes answer `overloaded`,
 //! idle actors passivate and come back on demand, a crashed actor is restarted by the next
-//! transfer and a crash loop fences its shard, a lost leadership stops the actor without an
+//! transfer and a crash loop fences its shard, pre-validation holds back a debit the hot state
+//! cannot cover beside those in flight, a lost leadership stops the actor without an
 //! answer from it, and sessions time out, stay bounded and belong to one phone.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ struct Fake {
     leads: AtomicBool,
     gate: Semaphore,
     runs: AtomicUsize,
+    /// Transfers handed to `run` (proposed), answered or not.
+    started: AtomicUsize,
 }
 
 impl Fake {
@@ -31,6 +34,7 @@ impl Fake {
             leads: AtomicBool::new(true),
             gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
             runs: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
         })
     }
 }
@@ -51,6 +55,7 @@ impl Backend for Shared {
         request: TransferRequest,
     ) -> BoxFuture<'static, Result<TransferOutcome, RouteError>> {
         let fake = self.0.clone();
+        fake.started.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             fake.gate.acquire().await.expect("gate open").forget();
             let n = fake.runs.fetch_add(1, Ordering::SeqCst) as i64;
@@ -87,6 +92,13 @@ fn request(n: usize) -> TransferRequest {
         memo: String::new(),
         pending: false,
         timeout_s: 300,
+    }
+}
+
+fn debit(n: usize, amount: u64) -> TransferRequest {
+    TransferRequest {
+        amount,
+        ..request(n)
     }
 }
 
@@ -169,7 +181,13 @@ async fn a_crashed_actor_restarts_and_a_crash_loop_fences_the_shard() {
             accounts.transfer_here(request(crash)).await.is_ok(),
             "restarted after crash {crash}"
         );
-        assert!(accounts.send_raw(&payer, AccountMsg::Answered { balance: None }));
+        assert!(accounts.send_raw(
+            &payer,
+            AccountMsg::Answered {
+                balance: None,
+                debit: 0
+            }
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(accounts.stats().resident, 0, "the failed actor is gone");
     }
@@ -237,4 +255,73 @@ async fn sessions_time_out_stay_bounded_and_belong_to_one_phone() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(sessions.live(), 0, "idle sessions stop");
     assert!(sessions.get("s1").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debit_the_hot_state_cannot_cover_waits_for_those_in_flight() {
+    // Goal: pre-validation schedules, never answers. After an answer shows a balance of 1000,
+    // a debit of 800 goes out; a debit of 500 that 1000 - 800 cannot cover is not proposed
+    // beside it (though a slot is free) and waits, with everything behind it; once the 800
+    // is answered it goes out alone, and a small debit may then join it.
+    let fake = Fake::new(false);
+    let accounts = start(&fake).await;
+    let spawn = |request: TransferRequest| {
+        let accounts = accounts.clone();
+        tokio::spawn(async move { accounts.transfer_here(request).await })
+    };
+    let started = |n: usize| {
+        let fake = fake.clone();
+        async move {
+            for _ in 0..100 {
+                if fake.started.load(Ordering::SeqCst) == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "{} proposed, expected {n}",
+                fake.started.load(Ordering::SeqCst)
+            );
+        }
+    };
+    // The fake answers its n-th run with a payer balance of 1000 - n.
+    let first = spawn(debit(0, 1));
+    started(1).await;
+    fake.gate.add_permits(1);
+    assert!(matches!(
+        first.await.expect("task"),
+        Ok(TransferOutcome::Accepted(_))
+    ));
+    let big = spawn(debit(1, 800));
+    started(2).await;
+    let held = spawn(debit(2, 500));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let behind = spawn(debit(3, 1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        fake.started.load(Ordering::SeqCst),
+        2,
+        "500 cannot be covered beside 800 in flight from 1000, and nothing overtakes it"
+    );
+    assert_eq!(accounts.stats().mailbox_depth, 2, "{:?}", accounts.stats());
+    fake.gate.add_permits(1);
+    assert!(matches!(
+        big.await.expect("task"),
+        Ok(TransferOutcome::Accepted(_))
+    ));
+    // 999 left: the 500 goes out, and the 1 behind it fits beside it.
+    started(4).await;
+    fake.gate.add_permits(2);
+    for task in [held, behind] {
+        assert!(matches!(
+            task.await.expect("task"),
+            Ok(TransferOutcome::Accepted(_))
+        ));
+    }
+    assert_eq!(
+        fake.runs.load(Ordering::SeqCst),
+        4,
+        "each transfer ran once"
+    );
+    assert_eq!(accounts.stats().mailbox_depth, 0);
 }

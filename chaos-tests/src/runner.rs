@@ -60,6 +60,10 @@ const PER_ACCOUNT: u64 = 100_000;
 const RECOVERY_WINDOW: Duration = Duration::from_secs(20);
 /// Final lookups in flight per node.
 const FINAL_LOOKUP_LANES: usize = 32;
+/// Tries of one final lookup on one node, and the pause between them (together they outlast a
+/// leadership handover, `cluster::limits::HANDOVER_TIMEOUT`).
+const FINAL_LOOKUP_ATTEMPTS: u32 = 5;
+const FINAL_LOOKUP_PAUSE: Duration = Duration::from_secs(1);
 
 /// A running cluster with its funded accounts, between checked stretches of workload.
 struct Session {
@@ -337,13 +341,39 @@ async fn final_reads(
         // Lanes of lookups at once, each its own process with one op in flight: a soak's
         // stretch leaves 100k ids to settle on every node.
         let ids: Vec<&String> = ids.iter().collect();
+        // Once one lookup has used all its tries, the node gets one try per id: a node that
+        // does not answer at all must not multiply the wait.
+        let gave_up = std::sync::atomic::AtomicBool::new(false);
         let lanes = (0..FINAL_LOOKUP_LANES).map(|lane| {
             let ids = &ids;
+            let gave_up = &gave_up;
             async move {
                 let lane_process = process * 1_000 + lane as u64;
                 for id in ids.iter().skip(lane).step_by(FINAL_LOOKUP_LANES) {
-                    workload::lookup(lane_process, node, target, recorder, id, Func::FinalLookup)
+                    // A healed cluster may still be moving leaders back (a handover holds a
+                    // node's reads for seconds): a lookup that gets no answer is asked again,
+                    // a bounded number of times, as any client would.
+                    for attempt in 1..=FINAL_LOOKUP_ATTEMPTS {
+                        let answered = workload::lookup(
+                            lane_process,
+                            node,
+                            target,
+                            recorder,
+                            id,
+                            Func::FinalLookup,
+                        )
                         .await;
+                        if answered {
+                            break;
+                        }
+                        if attempt == FINAL_LOOKUP_ATTEMPTS
+                            || gave_up.load(std::sync::atomic::Ordering::Relaxed)
+                        {
+                            gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                            break;
+                        }
+                        tokio::time::sleep(FINAL_LOOKUP_PAUSE).await;
+                    }
                 }
             }
         });
