@@ -121,12 +121,7 @@ fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
             }
             Next::Quiet => {}
         }
-        while jobs.len() < LOG_JOBS_PER_COMMIT_MAX {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        take_queued(&mut queue, &mut jobs);
         // A commit id nobody waits for does not earn an fsync of its own: it rides with the
         // next append or vote, or is written alone once it has waited `COMMITTED_DEFER_MAX`.
         let only_committed = jobs.iter().all(|job| matches!(job, Job::Committed { .. }));
@@ -152,13 +147,18 @@ enum Next {
 fn write_loop_plain(db: &Database, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.blocking_recv() {
         let mut jobs = vec![first];
-        while jobs.len() < LOG_JOBS_PER_COMMIT_MAX {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        take_queued(&mut queue, &mut jobs);
         commit_jobs(db, jobs);
+    }
+}
+
+/// Adds every job queued right now to `jobs`, up to `LOG_JOBS_PER_COMMIT_MAX`.
+fn take_queued(queue: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < LOG_JOBS_PER_COMMIT_MAX {
+        match queue.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
     }
 }
 
