@@ -2,13 +2,14 @@
 //!
 //! An account actor is the one door to its account for single transfers: it takes them in
 //! arrival order, proposes them (up to `ACCOUNT_INFLIGHT_MAX` at once, so the shard's group
-//! commit still batches them), keeps the account's hot state (the balance in the last answer,
-//! and the debits it has in flight), and answers each caller with the ledger's own answer —
+//! commit still batches them), keeps the account's hot state (the balance and the daily-limit
+//! room in the last answer, and the debits it has in flight), and answers each caller with the ledger's own answer —
 //! never its own guess, so an actor can be stopped, restarted or moved at any moment without
 //! changing an answer.
 //!
 //! **Pre-validation** uses the hot state to schedule, never to answer: a debit that the last
-//! known balance cannot cover beside the debits already in flight is not proposed beside them;
+//! known balance, or the last known room under the payer's daily limit (`ledger::daily`),
+//! cannot cover beside the debits already in flight is not proposed beside them;
 //! it (and everything that arrived after it) waits until they are answered, and is then
 //! proposed alone, so the ledger decides it on the settled balance. A rejection decided from
 //! the cache would be recorded and replayed forever, and the cache can miss a credit another
@@ -67,8 +68,12 @@ pub enum AccountMsg {
         reply: Reply,
     },
     /// One of this actor's proposals answered (frees an in-flight slot and its debit,
-    /// refreshes the balance).
-    Answered { balance: Option<i64>, debit: u64 },
+    /// refreshes the balance, and the daily room when this account paid).
+    Answered {
+        balance: Option<i64>,
+        room: Option<Option<u64>>,
+        debit: u64,
+    },
     /// Idle and leadership check.
     Tick,
 }
@@ -119,6 +124,9 @@ pub struct AccountState {
     last_active: Instant,
     /// The account's balance in the last answer seen (a cache, never used to answer).
     balance: Option<i64>,
+    /// What the account could still send today under its daily limit, in the last answer in
+    /// which it paid (`None`: not seen yet, or no daily limit). A cache, like `balance`.
+    room: Option<u64>,
     /// Amounts this account pays in the transfers in flight.
     inflight_debit: u64,
 }
@@ -134,8 +142,8 @@ impl AccountState {
     }
 
     /// Whether `request` may be proposed now: a free in-flight slot, and either nothing in
-    /// flight or a hot state that covers its debit beside the debits in flight (an unknown
-    /// balance covers anything: the ledger decides).
+    /// flight or a hot state that covers its debit beside the debits in flight, in balance and
+    /// in daily room (an unknown balance or room covers anything: the ledger decides).
     fn may_propose(&self, request: &TransferRequest) -> bool {
         if self.inflight >= self.registry.limits.inflight_max {
             return false;
@@ -144,12 +152,13 @@ impl AccountState {
             return true;
         }
         let debit = self.debit_of(request);
-        match self.balance {
-            Some(balance) if debit > 0 => {
-                i128::from(balance) - i128::from(self.inflight_debit) >= i128::from(debit)
-            }
-            _ => true,
+        if debit == 0 {
+            return true;
         }
+        let covers = |have: i128| have - i128::from(self.inflight_debit) >= i128::from(debit);
+        self.balance
+            .is_none_or(|balance| covers(i128::from(balance)))
+            && self.room.is_none_or(|room| covers(i128::from(room)))
     }
 }
 
@@ -173,6 +182,7 @@ impl Actor for AccountActor {
             waiting: VecDeque::new(),
             last_active: Instant::now(),
             balance: None,
+            room: None,
             inflight_debit: 0,
         })
     }
@@ -198,7 +208,11 @@ impl Actor for AccountActor {
                     state.waiting.push_back((request, reply));
                 }
             }
-            AccountMsg::Answered { balance, debit } => {
+            AccountMsg::Answered {
+                balance,
+                room,
+                debit,
+            } => {
                 if state.inflight == 0 {
                     return Err(
                         format!("account {}: an answer with nothing in flight", state.id).into(),
@@ -210,6 +224,9 @@ impl Actor for AccountActor {
                         format!("account {}: more debit answered than in flight", state.id)
                     })?;
                 state.balance = balance.or(state.balance);
+                if let Some(room) = room {
+                    state.room = room;
+                }
                 while state
                     .waiting
                     .front()
@@ -267,13 +284,19 @@ fn propose(
     let id = state.id.clone();
     tokio::spawn(async move {
         let result = run.await;
-        let balance = match &result {
-            Ok(TransferOutcome::Accepted(a)) if request.from == id => Some(a.from_balance),
-            Ok(TransferOutcome::Accepted(a)) if request.to == id => Some(a.to_balance),
-            _ => None,
+        let (balance, room) = match &result {
+            Ok(TransferOutcome::Accepted(a)) if request.from == id => {
+                (Some(a.from_balance), Some(a.daily_room))
+            }
+            Ok(TransferOutcome::Accepted(a)) if request.to == id => (Some(a.to_balance), None),
+            _ => (None, None),
         };
         let _ = reply.send(result);
-        let _ = myself.send_message(AccountMsg::Answered { balance, debit });
+        let _ = myself.send_message(AccountMsg::Answered {
+            balance,
+            room,
+            debit,
+        });
     });
 }
 

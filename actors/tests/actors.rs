@@ -1,7 +1,7 @@
 //! Actor tests with ractor and a fake cluster: bounded mailboxes answer `overloaded`,
 //! idle actors passivate and come back on demand, a crashed actor is restarted by the next
 //! transfer and a crash loop fences its shard, pre-validation holds back a debit the hot state
-//! cannot cover beside those in flight, a lost leadership stops the actor without an
+//! (balance or daily-limit room) cannot cover beside those in flight, a lost leadership stops the actor without an
 //! answer from it, and sessions time out, stay bounded and belong to one phone.
 
 use std::collections::BTreeMap;
@@ -26,15 +26,22 @@ struct Fake {
     runs: AtomicUsize,
     /// Transfers handed to `run` (proposed), answered or not.
     started: AtomicUsize,
+    /// The payer's daily room the n-th answer shows is `room - n` (`None`: no daily limit).
+    room: Option<u64>,
 }
 
 impl Fake {
     fn new(open: bool) -> Arc<Fake> {
+        Fake::with_room(open, None)
+    }
+
+    fn with_room(open: bool, room: Option<u64>) -> Arc<Fake> {
         Arc::new(Fake {
             leads: AtomicBool::new(true),
             gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
             runs: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
+            room,
         })
     }
 }
@@ -66,6 +73,7 @@ impl Backend for Shared {
                 fee: 0,
                 from_balance: 1_000 - n,
                 to_balance: n,
+                daily_room: fake.room.map(|room| room - n as u64),
                 log_index: 1,
                 log_pos: 0,
             }))
@@ -185,6 +193,7 @@ async fn a_crashed_actor_restarts_and_a_crash_loop_fences_the_shard() {
             &payer,
             AccountMsg::Answered {
                 balance: None,
+                room: None,
                 debit: 0
             }
         ));
@@ -324,4 +333,64 @@ async fn a_debit_the_hot_state_cannot_cover_waits_for_those_in_flight() {
         "each transfer ran once"
     );
     assert_eq!(accounts.stats().mailbox_depth, 0);
+}
+
+#[tokio::test]
+async fn a_debit_beyond_the_daily_room_waits_for_those_in_flight() {
+    // Goal: the daily-limit room is hot state too. The balance (about 1000) covers two debits
+    // of 300, but the room in the last answer (500) does not cover the second beside the
+    // first in flight: it waits, and goes out once the first is answered (room 499 then).
+    let fake = Fake::with_room(false, Some(500));
+    let accounts = start(&fake).await;
+    let spawn = |request: TransferRequest| {
+        let accounts = accounts.clone();
+        tokio::spawn(async move { accounts.transfer_here(request).await })
+    };
+    let wait_started = |n: usize| {
+        let fake = fake.clone();
+        async move {
+            for _ in 0..100 {
+                if fake.started.load(Ordering::SeqCst) == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "{} proposed, expected {n}",
+                fake.started.load(Ordering::SeqCst)
+            );
+        }
+    };
+    let first = spawn(debit(0, 1));
+    wait_started(1).await;
+    fake.gate.add_permits(1);
+    assert!(matches!(
+        first.await.expect("task"),
+        Ok(TransferOutcome::Accepted(_))
+    ));
+    let one = spawn(debit(1, 300));
+    wait_started(2).await;
+    let two = spawn(debit(2, 300));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        fake.started.load(Ordering::SeqCst),
+        2,
+        "300 is not within the room of 500 beside 300 in flight"
+    );
+    fake.gate.add_permits(1);
+    assert!(matches!(
+        one.await.expect("task"),
+        Ok(TransferOutcome::Accepted(_))
+    ));
+    wait_started(3).await;
+    fake.gate.add_permits(1);
+    assert!(matches!(
+        two.await.expect("task"),
+        Ok(TransferOutcome::Accepted(_))
+    ));
+    assert_eq!(
+        fake.runs.load(Ordering::SeqCst),
+        3,
+        "each transfer ran once"
+    );
 }

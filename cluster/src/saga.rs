@@ -248,6 +248,7 @@ async fn hold(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
         Some(LegOutcome::Held {
             fee,
             from_balance,
+            daily_room,
             log_index,
             log_pos,
         }) => {
@@ -266,6 +267,7 @@ async fn hold(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteErro
                 fee,
                 from_balance,
                 to_balance,
+                daily_room,
                 log_index,
                 log_pos,
             }))
@@ -378,6 +380,7 @@ async fn post(
         Outcome::Leg(LegOutcome::Posted {
             fee,
             from_balance,
+            daily_room,
             log_index,
             log_pos,
         }) => Ok(TransferOutcome::Accepted(Accepted {
@@ -387,6 +390,7 @@ async fn post(
             fee,
             from_balance,
             to_balance,
+            daily_room,
             log_index,
             log_pos,
         })),

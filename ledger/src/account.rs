@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{AccountId, Currency, TransferId};
 use crate::transfer::TransferKind;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     Customer,
@@ -81,6 +81,11 @@ pub struct Account {
     /// Newest last; bounded by `STATEMENT_KEEP_MAX`.
     pub entries: VecDeque<Entry>,
     pub created_at_ms: u64,
+    /// The business day (its opening cut-off, see [`crate::day`]) that `out_today` counts.
+    pub out_day_ms: u64,
+    /// What this account has sent (amount plus fee, holds included) in that day: the counter
+    /// the tariff's daily limit is checked against.
+    pub out_today: u64,
 }
 
 impl Account {

@@ -8,7 +8,7 @@
 //! [`transfer`] (requests, records, answers), [`tariff`] (fees and limits from configuration),
 //! [`command`] (what can change the ledger), [`state`] (the ledger and `apply`), [`saga`]
 //! (cross-shard transfers: home record and per-shard legs), [`day`] (business days and the
-//! end-of-day cut-off), [`views`]
+//! end-of-day cut-off), [`daily`] (per-account daily limits), [`views`]
 //! (read models), [`codes`] (every rejection code), [`limits`], [`time`].
 //!
 //! Business rejections are values ([`TransferOutcome::Rejected`]), never `Err`.
@@ -19,6 +19,7 @@
 pub mod account;
 pub mod codes;
 pub mod command;
+pub mod daily;
 pub mod day;
 pub mod ids;
 pub mod limits;

@@ -177,6 +177,10 @@ pub struct Leg {
     /// Where the leg last moved money (or was recorded) in this shard's log.
     pub log_index: u64,
     pub log_pos: u32,
+    /// Payer side: the day the hold counted in the payer's daily-limit counter (see
+    /// [`crate::daily`]), and the payer's room left right after it.
+    pub counted_day_ms: Option<u64>,
+    pub daily_room: Option<u64>,
 }
 
 /// What a leg command answers.
@@ -186,12 +190,16 @@ pub enum LegOutcome {
         fee: u64,
         /// The payer's balance (unchanged by a hold) and where the hold was applied.
         from_balance: i64,
+        /// The payer's daily room right after the hold (see [`crate::daily`]).
+        daily_room: Option<u64>,
         log_index: u64,
         log_pos: u32,
     },
     Posted {
         fee: u64,
         from_balance: i64,
+        /// The payer's daily room right after the hold (see [`crate::daily`]).
+        daily_room: Option<u64>,
         log_index: u64,
         log_pos: u32,
     },
@@ -215,12 +223,14 @@ impl Leg {
             LegState::Held => LegOutcome::Held {
                 fee: self.fee,
                 from_balance: self.balance_after,
+                daily_room: self.daily_room,
                 log_index: self.log_index,
                 log_pos: self.log_pos,
             },
             LegState::Posted => LegOutcome::Posted {
                 fee: self.fee,
                 from_balance: self.balance_after,
+                daily_room: self.daily_room,
                 log_index: self.log_index,
                 log_pos: self.log_pos,
             },
@@ -477,6 +487,8 @@ impl Ledger {
             at_ms: at.ms,
             log_index: at.log_index,
             log_pos: at.log_pos,
+            counted_day_ms: None,
+            daily_room: None,
         }
     }
 
@@ -512,6 +524,9 @@ impl Ledger {
         let total = request.amount.checked_add(fee).ok_or(Code::LimitExceeded)?;
         if total > AMOUNT_MAX {
             return Err(Code::LimitExceeded);
+        }
+        if !reversal {
+            self.daily_check(from, total)?;
         }
         if from.available() < signed(total) {
             return Err(Code::InsufficientFunds);
@@ -577,17 +592,27 @@ impl Ledger {
                 return LegOutcome::Rejected(code);
             }
         };
-        let total = signed(request.amount.checked_add(fee).expect("checked"));
+        let total = request.amount.checked_add(fee).expect("checked");
+        let counted = if request.kind == TransferKind::Reversal {
+            None
+        } else {
+            self.count_out(&request.from, total)
+        };
         let from = self
             .accounts
             .get_mut(&request.from)
             .expect("checked in payer_check");
-        from.pending_out = add(from.pending_out, total);
+        from.pending_out = add(from.pending_out, signed(total));
         assert!(from.available() >= 0, "hold overdrew {}", from.id);
         let from_balance = from.balance;
         self.promise(request.amount, fee, true);
         let mut leg = Self::new_leg(Some(request), fee, LegState::Held, at);
         leg.balance_after = from_balance;
+        leg.counted_day_ms = counted;
+        if counted.is_some() {
+            let from = self.accounts.get(&request.from).expect("checked above");
+            leg.daily_room = self.daily_room(from);
+        }
         let outcome = leg.outcome();
         self.record_leg(Some(request), &request.id, leg);
         outcome
@@ -708,8 +733,10 @@ impl Ledger {
             _ => return leg.outcome(),
         }
         let request = leg.request.clone().expect("a held leg has its request");
-        let fee = leg.fee;
+        let (fee, day) = (leg.fee, leg.counted_day_ms);
         self.release_leg(&request, fee);
+        let total = request.amount.checked_add(fee).expect("bounded");
+        self.uncount_out(&request.from, total, day);
         let leg = self.legs.get_mut(id).expect("found above");
         leg.state = LegState::Voided;
         LegOutcome::Voided

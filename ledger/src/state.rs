@@ -26,7 +26,7 @@ use crate::transfer::{TransferRequest, TransferStatus};
 use crate::views::{AccountView, EntryView, Summary, TransferView};
 
 /// Version of the snapshot encoding of [`Ledger`]; bump on any change of its fields.
-pub const LEDGER_FORMAT_VERSION: u32 = 4;
+pub const LEDGER_FORMAT_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -78,6 +78,8 @@ fn system_account(id: AccountId, name: &str, currency: Currency) -> Account {
         pending_in: 0,
         entries: Default::default(),
         created_at_ms: 0,
+        out_day_ms: 0,
+        out_today: 0,
     }
 }
 
@@ -475,6 +477,8 @@ impl Ledger {
             pending_in: 0,
             entries: Default::default(),
             created_at_ms: at.ms,
+            out_day_ms: 0,
+            out_today: 0,
         };
         let view = AccountView::of(&account);
         self.accounts.insert(new.id.clone(), account);
@@ -527,11 +531,19 @@ impl Ledger {
                 );
             }
         };
-        if request.pending {
+        let total = request
+            .amount
+            .checked_add(fee)
+            .expect("checked in business_check");
+        let counted = self.count_out(&request.from, total);
+        let answer = if request.pending {
             self.hold(request, fee, at)
         } else {
             self.complete(request, fee, at)
-        }
+        };
+        let transfer = self.transfers.get_mut(&request.id).expect("just recorded");
+        transfer.counted_day_ms = counted;
+        answer
     }
 
     /// The business rules; returns the fee on success.
@@ -565,6 +577,7 @@ impl Ledger {
         if total > AMOUNT_MAX {
             return Err(Code::LimitExceeded);
         }
+        self.daily_check(from, total)?;
         if from.id.is_float() {
             if sub(from.available(), signed(total)) < -BALANCE_MAX {
                 return Err(Code::LimitExceeded);
@@ -628,6 +641,7 @@ impl Ledger {
             reverses: None,
             log_index: at.log_index,
             log_pos: at.log_pos,
+            counted_day_ms: None,
             origin,
             answer: answer.clone(),
         };
@@ -650,6 +664,7 @@ impl Ledger {
             fee,
             from_balance: moved.0,
             to_balance: moved.1,
+            daily_room: self.daily_room(self.accounts.get(&request.from).expect("payer exists")),
             log_index: at.log_index,
             log_pos: at.log_pos,
         });
@@ -693,6 +708,7 @@ impl Ledger {
             fee,
             from_balance,
             to_balance,
+            daily_room: self.daily_room(self.accounts.get(&request.from).expect("payer exists")),
             log_index: at.log_index,
             log_pos: at.log_pos,
         });
@@ -743,6 +759,7 @@ impl Ledger {
             reverses: None,
             log_index: at.log_index,
             log_pos: at.log_pos,
+            counted_day_ms: None,
             origin,
             answer,
         };
@@ -899,7 +916,10 @@ impl Ledger {
             TransferStatus::Pending => {}
             _ => return Err(Code::TransferNotPending),
         }
+        let (from, day) = (transfer.from.clone(), transfer.counted_day_ms);
+        let total = transfer.amount.checked_add(transfer.fee).expect("bounded");
         self.release(id);
+        self.uncount_out(&from, total, day);
         let transfer = self.transfers.get_mut(id).expect("found above");
         transfer.status = TransferStatus::Voided;
         Ok(TransferView::of(transfer))
@@ -1008,6 +1028,7 @@ impl Ledger {
             fee: 0,
             from_balance,
             to_balance,
+            daily_room: None,
             log_index: at.log_index,
             log_pos: at.log_pos,
         });
@@ -1031,6 +1052,7 @@ impl Ledger {
             reverses: Some(request.original.clone()),
             log_index: at.log_index,
             log_pos: at.log_pos,
+            counted_day_ms: None,
             origin,
             answer: answer.clone(),
         };

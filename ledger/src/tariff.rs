@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::AccountKind;
 use crate::limits::{AMOUNT_MAX, FEE_BANDS_MAX};
 use crate::transfer::TransferKind;
 
@@ -19,9 +20,17 @@ pub struct FeeBand {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tariff {
     /// Bands per kind; the first band containing the amount gives the fee, none gives 0.
+    /// (Each section of a tariff is optional in JSON: absent means empty.)
+    #[serde(default)]
     pub fees: BTreeMap<TransferKind, Vec<FeeBand>>,
     /// Largest amount per kind; absent means `AMOUNT_MAX`.
+    #[serde(default)]
     pub amount_max: BTreeMap<TransferKind, u64>,
+    /// The most an account of this kind may send (amounts plus fees, pending holds included,
+    /// reversals excluded) in one business day; absent means no daily limit. Not for system
+    /// accounts: the float issues e-money without a cap.
+    #[serde(default)]
+    pub daily_out_max: BTreeMap<AccountKind, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,10 +41,15 @@ pub enum TariffError {
     TooManyBands,
     #[error("fee bands of one kind overlap")]
     Overlap,
+    #[error("system accounts take no daily limit")]
+    SystemLimit,
 }
 
 impl Tariff {
     pub fn validate(&self) -> Result<(), TariffError> {
+        if self.daily_out_max.contains_key(&AccountKind::System) {
+            return Err(TariffError::SystemLimit);
+        }
         for bands in self.fees.values() {
             if bands.len() > FEE_BANDS_MAX {
                 return Err(TariffError::TooManyBands);
@@ -64,6 +78,10 @@ impl Tariff {
             .iter()
             .find(|band| band.min <= amount && amount <= band.max)
             .map_or(0, |band| band.fee)
+    }
+
+    pub fn daily_out_max(&self, kind: AccountKind) -> Option<u64> {
+        self.daily_out_max.get(&kind).copied()
     }
 
     pub fn amount_max(&self, kind: TransferKind) -> u64 {

@@ -120,6 +120,9 @@ pub struct Accepted {
     pub fee: u64,
     pub from_balance: i64,
     pub to_balance: i64,
+    /// What the payer may still send in this business day under its daily limit, right after
+    /// this transfer (`None`: its kind has no daily limit, or the transfer is a reversal).
+    pub daily_room: Option<u64>,
     /// Where the transfer was first applied: see [`At`].
     pub log_index: u64,
     pub log_pos: u32,
@@ -166,6 +169,10 @@ pub struct Transfer {
     /// The place in the shard's log where the record was made (see [`At`]).
     pub log_index: u64,
     pub log_pos: u32,
+    /// The business day whose daily-limit counter this transfer counts in (its payer's
+    /// `out_day_ms` when it was accepted); `None` for rejections and reversals. A void gives the
+    /// count back if the payer's counter still counts that day.
+    pub counted_day_ms: Option<u64>,
     pub origin: Origin,
     pub answer: TransferOutcome,
 }

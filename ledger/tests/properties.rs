@@ -202,13 +202,23 @@ fn tariff() -> impl Strategy<Value = Tariff> {
     let fees = prop::collection::vec((any_kind(), band()), 0..6);
     let maxes = prop::collection::vec((any_kind(), 1u64..20_000), 0..2);
     let many = prop::bool::weighted(0.05);
-    (fees, maxes, many).prop_map(|(fees, maxes, many)| {
+    let account_kind = prop::sample::select(vec![
+        AccountKind::Customer,
+        AccountKind::Merchant,
+        AccountKind::Agent,
+        AccountKind::System,
+    ]);
+    let daily = prop::collection::vec((account_kind, 1u64..30_000), 0..3);
+    (fees, maxes, many, daily).prop_map(|(fees, maxes, many, daily)| {
         let mut tariff = Tariff::default();
         for (kind, band) in fees {
             tariff.fees.entry(kind).or_default().push(band);
         }
         for (kind, max) in maxes {
             tariff.amount_max.insert(kind, max);
+        }
+        for (kind, max) in daily {
+            tariff.daily_out_max.insert(kind, max);
         }
         if many {
             let bands = (0..=FEE_BANDS_MAX as u64)
@@ -361,6 +371,8 @@ struct MAccount {
     balance: i128,
     held: i128,
     promised: i128,
+    /// The daily-limit counter: the day (its midnight, UTC) and what was sent in it.
+    out: (u64, u64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -381,6 +393,8 @@ struct MTransfer {
     status: TransferStatus,
     deadline: Option<u64>,
     place: (u64, u32),
+    /// The day this transfer counted in its payer's daily counter.
+    counted: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -389,6 +403,10 @@ struct Model {
     transfers: HashMap<String, MTransfer>,
     fees: HashMap<TransferKind, Vec<FeeBand>>,
     amount_max: HashMap<TransferKind, u64>,
+    /// Daily limits by the payer's role ("customer", "merchant", "agent").
+    daily_max: HashMap<&'static str, u64>,
+    /// The day (midnight UTC, the default schedule) of the command being applied.
+    day: u64,
     /// The log entry and batch position of the command being applied.
     place: (u64, u32),
 }
@@ -427,6 +445,7 @@ impl Model {
             balance: 0,
             held: 0,
             promised: 0,
+            out: (0, 0),
         };
         self.accounts.insert(id.to_string(), account);
     }
@@ -437,6 +456,7 @@ impl Model {
 
     fn apply(&mut self, command: &Command, now: u64, log_index: u64) -> Outcome {
         self.place = (log_index, 0);
+        self.day = now - now % 86_400_000;
         match command {
             Command::CreateAccount(new) => Outcome::Account(self.create(new)),
             Command::Transfer(request) => Outcome::Transfer(self.transfer(request, now)),
@@ -508,8 +528,16 @@ impl Model {
                 return Err(Code::InvalidRequest);
             }
         }
+        if tariff.daily_out_max.contains_key(&AccountKind::System) {
+            return Err(Code::InvalidRequest);
+        }
         self.fees = tariff.fees.iter().map(|(k, v)| (*k, v.clone())).collect();
         self.amount_max = tariff.amount_max.iter().map(|(k, v)| (*k, *v)).collect();
+        self.daily_max = tariff
+            .daily_out_max
+            .iter()
+            .map(|(kind, max)| (role_of("", *kind), *max))
+            .collect();
         Ok(())
     }
 
@@ -566,12 +594,14 @@ impl Model {
             Ok(fee) if r.pending => (fee, TransferStatus::Pending),
             Ok(fee) => (fee, TransferStatus::Completed),
         };
+        let counted = self.count(&from, r.amount + fee);
         if r.pending {
             self.get(&from).held += wide(r.amount) + wide(fee);
             self.get(&to).promised += wide(r.amount);
         } else {
             self.move_money(&from, &to, r.amount, fee);
         }
+        let daily_room = self.room(&self.accounts[&from]);
         let answer = TransferOutcome::Accepted(Accepted {
             id: r.id.clone(),
             status,
@@ -579,6 +609,7 @@ impl Model {
             fee,
             from_balance: i64::try_from(self.get(&from).balance).expect("bounded"),
             to_balance: i64::try_from(self.get(&to).balance).expect("bounded"),
+            daily_room,
             log_index: self.place.0,
             log_pos: self.place.1,
         });
@@ -592,6 +623,7 @@ impl Model {
         );
         let transfer = self.transfers.get_mut(&key).expect("just recorded");
         transfer.status = status;
+        transfer.counted = counted;
         if r.pending {
             transfer.deadline = Some(now + r.timeout_s * 1000);
         }
@@ -628,6 +660,11 @@ impl Model {
         let total = wide(r.amount) + wide(fee);
         if total > wide(AMOUNT_MAX) {
             return Err(Code::LimitExceeded);
+        }
+        if let Some(max) = self.daily_max.get(from.role) {
+            if wide(self.sent_today(from)) + total > wide(*max) {
+                return Err(Code::LimitExceeded);
+            }
         }
         let available = from.balance - from.held;
         if from.role == "float" {
@@ -671,8 +708,48 @@ impl Model {
             status,
             deadline: None,
             place: self.place,
+            counted: None,
         };
         self.transfers.insert(key.to_string(), transfer);
+    }
+
+    /// What `account` sent in the current day (a counter of an older day reads 0).
+    fn sent_today(&self, account: &MAccount) -> u64 {
+        if account.out.0 == self.day {
+            account.out.1
+        } else {
+            0
+        }
+    }
+
+    fn room(&self, account: &MAccount) -> Option<u64> {
+        let max = self.daily_max.get(account.role)?;
+        Some(max.saturating_sub(self.sent_today(account)))
+    }
+
+    /// Counts an accepted debit against its payer's day (system accounts keep no counter).
+    fn count(&mut self, from: &str, total: u64) -> Option<u64> {
+        if from == "float" || from == "fees" {
+            return None;
+        }
+        let day = self.day;
+        let account = self.get(from);
+        if account.out.0 != day {
+            account.out = (day, 0);
+        }
+        account.out.1 += total;
+        Some(day)
+    }
+
+    /// Gives back a voided transfer's count if its payer's counter still counts its day.
+    fn uncount(&mut self, key: &str) {
+        let t = self.transfers[key].clone();
+        if let Some(day) = t.counted {
+            let account = self.get(&t.from);
+            if account.out.0 == day {
+                account.out.1 -= t.amount + t.fee;
+            }
+        }
     }
 
     fn move_money(&mut self, from: &str, to: &str, amount: u64, fee: u64) {
@@ -704,6 +781,7 @@ impl Model {
             TransferStatus::Rejected | TransferStatus::Voided => Err(Code::TransferNotPending),
             TransferStatus::Pending if t.deadline.is_some_and(|d| d <= now) => {
                 self.release(key);
+                self.uncount(key);
                 self.set_transfer_status(key, TransferStatus::Voided);
                 Err(Code::TransferNotPending)
             }
@@ -721,6 +799,7 @@ impl Model {
             TransferStatus::Voided => Ok(TransferStatus::Voided),
             TransferStatus::Pending => {
                 self.release(key);
+                self.uncount(key);
                 Ok(self.set_transfer_status(key, TransferStatus::Voided))
             }
             _ => Err(Code::TransferNotPending),
@@ -807,6 +886,7 @@ impl Model {
             from_balance: i64::try_from(self.get(&payer).balance)
                 .expect("test amounts stay in i64"),
             to_balance: i64::try_from(self.get(&payee).balance).expect("test amounts stay in i64"),
+            daily_room: None,
             log_index: self.place.0,
             log_pos: self.place.1,
         });

@@ -375,6 +375,7 @@ fn issue_takes_float_below_zero() {
             fee: 0,
             from_balance: -5_000,
             to_balance: 5_000,
+            daily_room: None,
             log_index: 0,
             log_pos: 0,
         }
@@ -1204,6 +1205,7 @@ fn reversal_moves_the_amount_back() {
             fee: 0,
             from_balance: 0,
             to_balance: 1_000,
+            daily_room: None,
             log_index: 0,
             log_pos: 0,
         }
@@ -1622,7 +1624,7 @@ fn snapshot_round_trip() {
     let command = Command::Post(tid("h1"));
     assert_eq!(restored.apply(&command, world.now), world.apply(command));
     assert_eq!(restored, world.ledger);
-    assert_eq!(LEDGER_FORMAT_VERSION, 4);
+    assert_eq!(LEDGER_FORMAT_VERSION, 5);
 }
 
 #[test]
@@ -1662,4 +1664,139 @@ fn records_and_retries_keep_the_first_log_position() {
     let view = world.view("b1");
     assert_eq!((view.log_index, view.log_pos), (7, 0));
     world.ledger.check_invariants();
+}
+
+fn daily_tariff(kind: AccountKind, max: u64) -> Tariff {
+    let mut tariff = Tariff::default();
+    tariff.daily_out_max.insert(kind, max);
+    tariff
+}
+
+#[test]
+fn a_daily_limit_counts_amounts_and_fees_and_resets_at_the_cut_off() {
+    // Goal: a customer's daily limit counts amount + fee of everything sent that business day;
+    // the debit that would pass it is rejected LimitExceeded (recorded, nothing moves); each
+    // answer tells the room left; the next day starts from 0; other kinds are not limited.
+    let mut world = World::populated();
+    world.issue("i1", C1, 100_000);
+    world.set_fees(TransferKind::P2p, &[(1, 100_000, 10)]);
+    let mut tariff = world.ledger.tariff().clone();
+    tariff.daily_out_max.insert(AccountKind::Customer, 1_000);
+    assert_eq!(world.status(Command::SetTariff(tariff)), Ok(()));
+    let first = accepted(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 590)));
+    assert_eq!(first.daily_room, Some(400), "1000 - (590 + 10)");
+    assert_eq!(
+        world.transfer(&req("p2", TransferKind::P2p, C1, C2, 391)),
+        rejected("p2", Code::LimitExceeded),
+        "391 + 10 > 400"
+    );
+    assert_eq!(
+        world.balance(C1),
+        100_000 - 600,
+        "the rejection moved nothing"
+    );
+    let second = accepted(world.transfer(&req("p3", TransferKind::P2p, C1, C2, 390)));
+    assert_eq!(second.daily_room, Some(0));
+    assert_eq!(
+        world.transfer(&req("p4", TransferKind::CashOut, C1, A1, 1)),
+        rejected("p4", Code::LimitExceeded),
+        "the limit covers every kind the customer pays"
+    );
+    // The agent has no limit of its own kind.
+    world.issue("i2", A1, 5_000);
+    let agent = accepted(world.transfer(&req("a1", TransferKind::CashIn, A1, C3, 5_000)));
+    assert_eq!(agent.daily_room, None);
+    // Past midnight UTC (the default cut-off) the counter starts again.
+    let next_day = (T0 / 86_400_000 + 1) * 86_400_000;
+    world.now = next_day + 1;
+    let third = accepted(world.transfer(&req("p5", TransferKind::P2p, C1, C2, 990)));
+    assert_eq!(third.daily_room, Some(0));
+    // A retry answers as recorded, counting nothing again.
+    assert_eq!(
+        world.transfer(&req("p5", TransferKind::P2p, C1, C2, 990)),
+        TransferOutcome::Accepted(third)
+    );
+    assert_eq!(world.ledger.out_today(world.account(C1)), 1_000);
+}
+
+#[test]
+fn a_hold_counts_in_the_day_and_a_void_gives_it_back() {
+    // Goal: a pending transfer uses the day's room when it is held; its void (or expiry) gives
+    // the room back on the same day; a post counts nothing more; a reversal neither counts nor
+    // is refused by the limit.
+    let mut world = World::populated();
+    world.issue("i1", C1, 100_000);
+    assert_eq!(
+        world.status(Command::SetTariff(daily_tariff(
+            AccountKind::Customer,
+            1_000
+        ))),
+        Ok(())
+    );
+    let held = accepted(world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 700, 60)));
+    assert_eq!(held.daily_room, Some(300));
+    assert_eq!(
+        world.transfer(&req("p1", TransferKind::P2p, C1, C2, 301)),
+        rejected("p1", Code::LimitExceeded)
+    );
+    world.void("h1").expect("pending");
+    assert_eq!(
+        world.ledger.out_today(world.account(C1)),
+        0,
+        "the void gave it back"
+    );
+    let held = accepted(world.transfer(&pending("h2", TransferKind::P2p, C1, C2, 600, 60)));
+    assert_eq!(held.daily_room, Some(400));
+    world.post("h2").expect("pending");
+    assert_eq!(
+        world.ledger.out_today(world.account(C1)),
+        600,
+        "a post counts nothing more"
+    );
+    let expiring = accepted(world.transfer(&pending("h3", TransferKind::P2p, C1, C2, 400, 5)));
+    assert_eq!(expiring.daily_room, Some(0));
+    assert_eq!(world.expire_at(world.now + 5_000), 1);
+    assert_eq!(
+        world.ledger.out_today(world.account(C1)),
+        600,
+        "the expiry gave it back"
+    );
+    // C2 (also a customer, room 1000) gives back the 600 by reversal: no count, no refusal.
+    accepted(world.reverse(&reversal("rv1", "h2")));
+    assert_eq!(world.ledger.out_today(world.account(C2)), 0);
+    assert_eq!(world.ledger.out_today(world.account(C1)), 600);
+}
+
+#[test]
+fn a_void_on_a_later_day_gives_nothing_back_to_the_new_day() {
+    // Goal: a hold counted yesterday and voided today leaves today's counter alone (its count
+    // belonged to a day that is closed), and today's room is whole.
+    let mut world = World::populated();
+    world.issue("i1", C1, 100_000);
+    assert_eq!(
+        world.status(Command::SetTariff(daily_tariff(
+            AccountKind::Customer,
+            1_000
+        ))),
+        Ok(())
+    );
+    let next_day = (T0 / 86_400_000 + 1) * 86_400_000;
+    world.now = next_day - 1_000;
+    accepted(world.transfer(&pending("h1", TransferKind::P2p, C1, C2, 800, 3_600)));
+    world.now = next_day + 1;
+    let today = accepted(world.transfer(&req("p1", TransferKind::P2p, C1, C2, 900)));
+    assert_eq!(today.daily_room, Some(100));
+    world.void("h1").expect("pending");
+    assert_eq!(world.ledger.out_today(world.account(C1)), 900);
+}
+
+#[test]
+fn a_tariff_cannot_limit_system_accounts() {
+    // Goal: the float issues e-money without a cap: a daily limit for system accounts is refused.
+    let mut world = World::populated();
+    assert_eq!(
+        world.status(Command::SetTariff(daily_tariff(AccountKind::System, 1_000))),
+        Err(Code::InvalidRequest)
+    );
+    assert!(world.ledger.tariff().daily_out_max.is_empty());
 }

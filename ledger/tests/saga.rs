@@ -129,6 +129,51 @@ impl World {
 }
 
 #[test]
+fn a_hold_counts_in_the_payers_daily_limit_and_its_void_gives_it_back() {
+    // Goal: the payer's shard applies the daily limit to a cross-shard transfer when it holds
+    // (and tells the room left); a hold past the room is rejected; a redress void gives the
+    // room back; a post counts nothing more.
+    let mut world = World::new(&[PAYER], &[PAYEE], 10_000);
+    let mut tariff = Tariff::default();
+    tariff.daily_out_max.insert(AccountKind::Customer, 3_000);
+    world.apply(0, Command::SetTariff(tariff));
+    let first = p2p("d1", PAYER, PAYEE, 2_000);
+    assert!(matches!(
+        world.leg(0, Command::Hold(first.clone())),
+        LegOutcome::Held {
+            daily_room: Some(1_000),
+            ..
+        }
+    ));
+    let second = p2p("d2", PAYER, PAYEE, 1_500);
+    assert_eq!(
+        world.leg(0, Command::Hold(second)),
+        LegOutcome::Rejected(Code::LimitExceeded)
+    );
+    assert_eq!(
+        world.leg(0, Command::VoidHold(tid("d1"))),
+        LegOutcome::Voided
+    );
+    let third = p2p("d3", PAYER, PAYEE, 2_500);
+    assert!(matches!(
+        world.leg(0, Command::Hold(third)),
+        LegOutcome::Held {
+            daily_room: Some(500),
+            ..
+        }
+    ));
+    assert!(matches!(
+        world.leg(0, Command::PostHold(tid("d3"))),
+        LegOutcome::Posted {
+            daily_room: Some(500),
+            ..
+        }
+    ));
+    let payer = world.account(0, PAYER);
+    assert_eq!(world.shards[0].out_today(&payer), 2_500);
+}
+
+#[test]
 fn cross_shard_transfer_moves_money_once_through_the_float_slices() {
     // Goal: hold, credit, post, finish; each shard sums to 0 after every step, the payer is
     // debited amount + fee on its shard, the payee credited on its shard, the float slices
@@ -184,6 +229,7 @@ fn cross_shard_transfer_moves_money_once_through_the_float_slices() {
         fee,
         from_balance,
         to_balance,
+        daily_room: None,
         log_index: 0,
         log_pos: 0,
     });

@@ -151,6 +151,7 @@ impl World {
             fee,
             from_balance,
             to_balance: 0,
+            daily_room: None,
             log_index: 0,
             log_pos: 0,
         });
@@ -188,6 +189,7 @@ impl World {
             fee,
             from_balance,
             to_balance: 0,
+            daily_room: None,
             log_index: 0,
             log_pos: 0,
         });
@@ -447,6 +449,7 @@ fn reversal_of_a_cross_shard_transfer_claims_once_and_moves_the_money_back() {
         fee: 0,
         from_balance: 10_000,
         to_balance: 10_000,
+        daily_room: None,
         log_index: 0,
         log_pos: 0,
     });

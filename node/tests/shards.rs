@@ -4,7 +4,8 @@
 //! refuses; and a kill -9 of the node leading most shards during a burst of cross-shard
 //! transfers, after which no saga is left running, no hold is left, every acknowledged transfer
 //! is there once, the balances sum to 0, and the returned node gets its leaderships back;
-//! pending transfers and reversals whose id and accounts live on different shards.
+//! pending transfers and reversals whose id and accounts live on different shards; a daily
+//! limit counted on the payer's shard for local and cross-shard debits alike.
 
 mod common;
 
@@ -199,6 +200,59 @@ async fn transfers_within_and_across_shards() {
     for node in ALL {
         cluster.assert_invariants(node).await;
     }
+
+    // A daily limit set once through the API binds every shard: the payer's shard counts
+    // cross-shard holds and local debits alike, and each answer tells the room left.
+    let (status, tariff) = cluster
+        .put(
+            2,
+            "/v1/admin/tariff",
+            &json!({"daily_out_max": {"customer": 1_000}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{tariff}");
+    let limited = (0..)
+        .map(|i| format!("+2547300{i:05}"))
+        .find(|id| shard(id) == shard(&ids[0]))
+        .expect("an id on the first account's shard");
+    cluster.create_account(1, &limited, "customer").await;
+    cluster.issue(3, "fund-limited", &limited, 5_000).await;
+    let away = ids
+        .iter()
+        .find(|id| shard(id) != shard(&limited))
+        .expect("another shard");
+    let near = ids
+        .iter()
+        .find(|id| shard(id) == shard(&limited))
+        .expect("the same shard");
+    let across = cluster
+        .transfer_ok(1, &transfer_body("daily-1", "p2p", &limited, away, 600))
+        .await;
+    assert_eq!(across["daily_room"], 400, "{across}");
+    let (status, refused) = cluster
+        .transfer(2, &transfer_body("daily-2", "p2p", &limited, near, 401))
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("limit_exceeded")),
+        "{refused}"
+    );
+    let (status, refused) = cluster
+        .transfer(3, &transfer_body("daily-3", "p2p", &limited, away, 401))
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("limit_exceeded")),
+        "{refused}"
+    );
+    let last = cluster
+        .transfer_ok(3, &transfer_body("daily-4", "p2p", &limited, near, 400))
+        .await;
+    assert_eq!(last["daily_room"], 0, "{last}");
+    let account = cluster.account(2, &limited).await;
+    assert_eq!(account["balance"], 4_000, "{account}");
+    let (_, tariff) = cluster.get(1, "/v1/admin/tariff").await;
+    assert_eq!(tariff["daily_out_max"]["customer"], 1_000, "{tariff}");
 }
 
 /// Goal: the node leading the most shards is killed -9 during a burst of cross-shard
