@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::log_writer::{
-    Job, LogDb, SyncOp, Unflushed, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOG, META,
+    Flushed, Job, LogDb, SyncOp, Unflushed, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOG, META,
 };
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -76,6 +76,43 @@ impl LogStore {
     }
 
     /// A live view of the committed index, shared with telemetry.
+    /// Appends entries outside openraft and waits until they are fsync'd: the storage write
+    /// path on its own, for benchmarks and tools (a running node appends through openraft).
+    pub async fn append_and_wait(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(), StorageError> {
+        let (done, flushed) = oneshot::channel();
+        self.queue_append(entries, Flushed::Caller(done)).await?;
+        flushed
+            .await
+            .map_err(|_| writer_gone())?
+            .map_err(|error| write_err(std::io::Error::other(error)))
+    }
+
+    /// Hands entries to the writer thread; `flushed` is told once they are on disk.
+    async fn queue_append(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+        flushed: Flushed,
+    ) -> Result<(), StorageError> {
+        let mut encoded = Vec::new();
+        {
+            let mut unflushed = self.unflushed();
+            for entry in entries {
+                encoded.push((entry.log_id, encode(&entry)?));
+                unflushed.insert(entry.log_id.index, entry);
+            }
+        }
+        let job = Job::Append {
+            group: self.group,
+            entries: encoded,
+            callback: flushed,
+            unflushed: self.unflushed.clone(),
+        };
+        self.log_db.jobs.send(job).await.map_err(|_| writer_gone())
+    }
+
     pub fn committed_index(&self) -> Arc<AtomicU64> {
         self.committed.clone()
     }
@@ -262,21 +299,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut encoded = Vec::new();
-        {
-            let mut unflushed = self.unflushed();
-            for entry in entries {
-                encoded.push((entry.log_id, encode(&entry)?));
-                unflushed.insert(entry.log_id.index, entry);
-            }
-        }
-        let job = Job::Append {
-            group: self.group,
-            entries: encoded,
-            callback,
-            unflushed: self.unflushed.clone(),
-        };
-        self.log_db.jobs.send(job).await.map_err(|_| writer_gone())
+        self.queue_append(entries, Flushed::Raft(callback)).await
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

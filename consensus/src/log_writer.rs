@@ -39,7 +39,7 @@ pub(crate) enum Job {
     Append {
         group: u32,
         entries: Vec<(LogId, Vec<u8>)>,
-        callback: LogFlushed<TypeConfig>,
+        callback: Flushed,
         unflushed: Unflushed,
     },
     /// The committed id: written with the next commit, nobody waits for it.
@@ -50,6 +50,14 @@ pub(crate) enum Job {
         op: SyncOp,
         done: oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// Who is told that an append is on disk.
+pub(crate) enum Flushed {
+    /// openraft's callback (every append of a running node).
+    Raft(LogFlushed<TypeConfig>),
+    /// A caller outside openraft waiting for the fsync ([`crate::LogStore::append_and_wait`]).
+    Caller(oneshot::Sender<Result<(), String>>),
 }
 
 pub(crate) enum SyncOp {
@@ -251,8 +259,15 @@ fn finish(job: Job, result: &Result<(), String>) {
                     }
                 }
             }
-            let io = result.clone().map_err(std::io::Error::other);
-            callback.log_io_completed(io);
+            match callback {
+                Flushed::Raft(callback) => {
+                    let io = result.clone().map_err(std::io::Error::other);
+                    callback.log_io_completed(io);
+                }
+                Flushed::Caller(done) => {
+                    let _ = done.send(result.clone());
+                }
+            }
         }
         Job::Committed { .. } => {}
         Job::Sync { done, .. } => {

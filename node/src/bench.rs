@@ -1,13 +1,22 @@
 //! `cellpay bench`: a load generator. Creates and funds N customer accounts, runs p2p transfers
-//! between them from C concurrent workers for a while (one transfer per request, or B per batch
-//! request), prints throughput and latency, and checks conservation of money at the end.
+//! between them for a while (one transfer per request, or B per batch request), prints
+//! throughput, latency (p50/p99/p999/max), rejections and errors by code and progress every
+//! 5 s, and checks conservation of money at the end; `--json` writes the same as JSON.
+//!
+//! Two load shapes:
+//! - **closed loop** (default): C workers, each with one request in flight; the next request
+//!   leaves when the last is answered, so a slow server is offered less load.
+//! - **open loop** (`--rate R`): R requests per second leave on a fixed schedule whatever the
+//!   answers, at most C in flight; a request's latency runs from the moment the schedule meant it
+//!   to leave, so time spent waiting for a free slot counts (no coordinated omission).
 //!
 //! A request that fails in transport or is answered 429/5xx is retried with the same transfer
-//! ids: the idempotent-retry path of the API.
+//! ids: the idempotent-retry path of the API. A request's latency covers all its attempts.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
@@ -32,6 +41,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_GRACE: Duration = Duration::from_secs(10);
 /// Largest account count: the index has 6 digits in the account id.
 const ACCOUNTS_MAX: usize = 1_000_000;
+/// Open loop: requests scheduled but still waiting for a free slot, at most; past it the
+/// schedule's requests are not sent and count as `not_sent_backlog` (the server is far behind).
+const OPEN_BACKLOG_MAX: u64 = 100_000;
 /// Error codes of a batch item that a retry may cure (their HTTP status is 429 or 5xx).
 const RETRYABLE_CODES: [&str; 3] = ["overloaded", "unavailable", "internal"];
 
@@ -56,6 +68,13 @@ pub struct BenchArgs {
     /// Transfers per request: 1 uses POST /v1/transfers, more uses /v1/transfers/batch.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Open loop: send this many requests per second on a fixed schedule (at most
+    /// --concurrency in flight) instead of closed-loop workers.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -74,10 +93,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     fund_accounts(&bench, &ids, &tag).await?;
     // Read after funding: a configured fee on `issue` is paid by `float`, not by bench accounts.
     let fees_start = summary_field(&bench, "fees_balance").await?;
-    eprintln!(
-        "run {tag}: sending transfers for {:?} from {} workers ...",
-        args.duration, args.concurrency
-    );
+    match args.rate {
+        Some(rate) => eprintln!(
+            "run {tag}: sending {rate} requests/s for {:?}, at most {} in flight ...",
+            args.duration, args.concurrency
+        ),
+        None => eprintln!(
+            "run {tag}: sending transfers for {:?} from {} workers ...",
+            args.duration, args.concurrency
+        ),
+    }
     let deadline = Instant::now() + args.duration;
     let load = Load {
         bench: Arc::clone(&bench),
@@ -90,9 +115,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             give_up: deadline + RETRY_GRACE,
         }),
     };
-    let (stats, elapsed) = run_load(load, args.concurrency).await?;
-    print_report(&args, &bench.targets, &stats, elapsed);
-    check_conservation(&bench, &ids, fees_start).await
+    let (stats, elapsed) = match args.rate {
+        Some(rate) => run_open_loop(load, rate, args.concurrency).await?,
+        None => run_load(load, args.concurrency).await?,
+    };
+    let mut report = report(&args, &bench.targets, &stats, elapsed);
+    print_report(&report);
+    let conserved = check_conservation(&bench, &ids, fees_start).await;
+    report["conservation_ok"] = json!(conserved.is_ok());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    conserved
 }
 
 /// Validates the arguments; returns the targets without trailing slashes.
@@ -102,6 +137,10 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
         "--accounts must be between 2 and {ACCOUNTS_MAX}"
     );
     ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    ensure!(
+        args.rate.is_none_or(|rate| rate >= 1),
+        "--rate must be at least 1"
+    );
     ensure!(
         (1..=BATCH_MAX).contains(&args.batch),
         "--batch must be between 1 and {BATCH_MAX}"
@@ -343,7 +382,8 @@ async fn fund_accounts(bench: &Bench, ids: &[String], tag: &str) -> anyhow::Resu
     stream::iter(items.chunks(BATCH_MAX))
         .map(|chunk| async move {
             let mut stats = Stats::default();
-            send_transfers(bench, chunk.to_vec(), true, &mut stats, None).await;
+            let now = Instant::now();
+            send_transfers(bench, chunk.to_vec(), true, &mut stats, None, now).await;
             ensure!(
                 stats.completed == chunk.len() as u64,
                 "funding failed: {} of {} completed; rejections {:?}, errors {:?}",
@@ -438,21 +478,24 @@ async fn attempt(bench: &Bench, target: &str, items: &[Value], batch: bool) -> V
 /// Sends `items` (same ids on every retry) until each has a final answer or [`ATTEMPTS`] ran out.
 /// Records every attempt's latency, and each resolved transfer in `progress`, whose `give_up`
 /// time also ends retrying.
+/// Sends one request's transfers to a final outcome (retrying what may be retried); records one
+/// latency, from `scheduled` to the last answer.
 async fn send_transfers(
     bench: &Bench,
     mut items: Vec<Value>,
     batch: bool,
     stats: &mut Stats,
     progress: Option<&Progress>,
+    scheduled: Instant,
 ) {
     let start = bench.start();
+    let record = |stats: &mut Stats| {
+        let latency = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.latencies_us.push(latency);
+    };
     for attempt_number in 1..=ATTEMPTS {
         let target = bench.target(start, attempt_number);
-        let started = Instant::now();
         let outcomes = attempt(bench, target, &items, batch).await;
-        stats
-            .latencies_us
-            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         stats.requests += 1;
         let mut retry = Vec::new();
         for (item, outcome) in items.into_iter().zip(outcomes) {
@@ -474,6 +517,7 @@ async fn send_transfers(
             }
         }
         if retry.is_empty() {
+            record(stats);
             return;
         }
         items = retry;
@@ -485,6 +529,7 @@ async fn send_transfers(
         tokio::time::sleep(backoff(attempt_number)).await;
     }
     stats.unresolved += items.len() as u64;
+    record(stats);
 }
 
 /// What a worker (or the whole run) counted.
@@ -557,36 +602,115 @@ async fn run_load(load: Load, concurrency: usize) -> anyhow::Result<(Stats, Dura
     Ok((total, elapsed))
 }
 
+/// The next request's transfers: random payer, a different random payee, 1..=100 each; ids
+/// unique per run (`b<tag>-<source>-<seq>`).
+fn next_items(load: &Load, rng: &mut StdRng, source: usize, seq: &mut u64) -> Vec<Value> {
+    let count = load.ids.len();
+    (0..load.batch)
+        .map(|_| {
+            *seq += 1;
+            let from = rng.random_range(0..count);
+            let mut to = rng.random_range(0..count - 1);
+            if to >= from {
+                to += 1;
+            }
+            json!({
+                "id": format!("b{}-{source}-{seq}", load.tag), "kind": "p2p",
+                "from": load.ids[from], "to": load.ids[to], "amount": rng.random_range(1..=100u64),
+            })
+        })
+        .collect()
+}
+
 async fn run_worker(load: Load, worker: usize) -> Stats {
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let mut stats = Stats::default();
-    let count = load.ids.len();
     let mut seq: u64 = 0;
     while Instant::now() < load.deadline {
-        let items: Vec<Value> = (0..load.batch)
-            .map(|_| {
-                seq += 1;
-                let from = rng.random_range(0..count);
-                let mut to = rng.random_range(0..count - 1);
-                if to >= from {
-                    to += 1;
-                }
-                json!({
-                    "id": format!("b{}-{worker}-{seq}", load.tag), "kind": "p2p",
-                    "from": load.ids[from], "to": load.ids[to], "amount": rng.random_range(1..=100u64),
-                })
-            })
-            .collect();
+        let items = next_items(&load, &mut rng, worker, &mut seq);
+        let now = Instant::now();
         send_transfers(
             &load.bench,
             items,
             load.batch > 1,
             &mut stats,
             Some(&load.progress),
+            now,
         )
         .await;
     }
     stats
+}
+
+/// Open loop: request `i` is meant to leave at `start + i / rate`; it waits for one of
+/// `concurrency` slots, and its latency counts from the moment it was meant to leave.
+async fn run_open_loop(
+    load: Load,
+    rate: u64,
+    concurrency: usize,
+) -> anyhow::Result<(Stats, Duration)> {
+    let started = Instant::now();
+    let reporter = tokio::spawn(report_progress(Arc::clone(&load.progress), started));
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let total = Arc::new(Mutex::new(Stats::default()));
+    let waiting = Arc::new(AtomicU64::new(0));
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut seq: u64 = 0;
+    let mut shed: u64 = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    let period_ns = 1_000_000_000u64 / rate.max(1);
+    for i in 0u64.. {
+        let offset = Duration::from_nanos(i.saturating_mul(period_ns.max(1)));
+        let scheduled = started + offset;
+        if scheduled >= load.deadline {
+            break;
+        }
+        tokio::time::sleep_until(scheduled.into()).await;
+        let items = next_items(&load, &mut rng, 0, &mut seq);
+        if waiting.load(Ordering::Relaxed) >= OPEN_BACKLOG_MAX {
+            shed += items.len() as u64;
+            continue;
+        }
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let (load, slots, total, waiting) = (
+            load.clone(),
+            Arc::clone(&slots),
+            Arc::clone(&total),
+            Arc::clone(&waiting),
+        );
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let mut stats = Stats::default();
+            let batch = load.batch > 1;
+            send_transfers(
+                &load.bench,
+                items,
+                batch,
+                &mut stats,
+                Some(&load.progress),
+                scheduled,
+            )
+            .await;
+            total
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .merge(stats);
+        });
+        // Reap finished tasks as we go so the set stays as small as the backlog.
+        while tasks.try_join_next().is_some() {}
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a bench request task panicked")?;
+    }
+    let elapsed = started.elapsed();
+    reporter.abort();
+    let mut stats = std::mem::take(&mut *total.lock().unwrap_or_else(PoisonError::into_inner));
+    if shed > 0 {
+        stats.errors.insert("not_sent_backlog".to_string(), shed);
+    }
+    stats.latencies_us.sort_unstable();
+    Ok((stats, elapsed))
 }
 
 async fn report_progress(progress: Arc<Progress>, started: Instant) {
@@ -605,46 +729,85 @@ async fn report_progress(progress: Arc<Progress>, started: Instant) {
     }
 }
 
-fn print_report(args: &BenchArgs, targets: &[String], stats: &Stats, elapsed: Duration) {
+/// The run's figures, printed and (with `--json`) written as JSON.
+fn report(args: &BenchArgs, targets: &[String], stats: &Stats, elapsed: Duration) -> Value {
     let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
     let transfers = stats.completed + stats.rejected();
-    let mode = if args.batch > 1 {
-        format!("batch {}", args.batch)
-    } else {
-        "single".to_string()
-    };
     let ms = |per_mille: usize| percentile(&stats.latencies_us, per_mille) as f64 / 1000.0;
     let max = stats.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0;
+    json!({
+        "mode": if args.batch > 1 { "batch" } else { "single" },
+        "batch": args.batch,
+        "load": match args.rate {
+            Some(rate) => format!("open loop, {rate} requests/s"),
+            None => "closed loop".to_string(),
+        },
+        "rate": args.rate,
+        "targets": targets,
+        "concurrency": args.concurrency,
+        "accounts": args.accounts,
+        "duration_s": seconds,
+        "transfers": transfers,
+        "completed": stats.completed,
+        "rejected": stats.rejected(),
+        "transfers_per_s": transfers as f64 / seconds,
+        "requests": stats.requests,
+        "requests_per_s": stats.requests as f64 / seconds,
+        "latency_ms": {"p50": ms(500), "p99": ms(990), "p999": ms(999), "max": max},
+        "retried": stats.retried,
+        "unresolved": stats.unresolved,
+        "rejections": stats.rejections,
+        "errors": stats.errors,
+        "fees": stats.fees.to_string(),
+    })
+}
+
+fn print_report(report: &Value) {
+    let number = |key: &str| report[key].as_f64().unwrap_or(0.0);
+    let text = |key: &str| report[key].to_string();
+    let latency = |key: &str| report["latency_ms"][key].as_f64().unwrap_or(0.0);
+    let counts = |key: &str| {
+        let map: BTreeMap<String, u64> =
+            serde_json::from_value(report[key].clone()).unwrap_or_default();
+        format_counts(&map)
+    };
+    let mode = match report["batch"].as_u64() {
+        Some(batch) if batch > 1 => format!("batch {batch}"),
+        _ => "single".to_string(),
+    };
     println!("cellpay bench");
     println!("  {:<16}{mode}", "mode");
-    println!("  {:<16}{}", "targets", targets.join(","));
-    println!("  {:<16}{}", "concurrency", args.concurrency);
-    println!("  {:<16}{}", "accounts", args.accounts);
-    println!("  {:<16}{seconds:.2} s", "duration");
+    println!("  {:<16}{}", "load", report["load"].as_str().unwrap_or(""));
+    println!("  {:<16}{}", "targets", text("targets"));
+    println!("  {:<16}{}", "concurrency", text("concurrency"));
+    println!("  {:<16}{}", "accounts", text("accounts"));
+    println!("  {:<16}{:.2} s", "duration", number("duration_s"));
     println!(
-        "  {:<16}{transfers} ({} completed, {} rejected)",
+        "  {:<16}{} ({} completed, {} rejected)",
         "transfers",
-        stats.completed,
-        stats.rejected()
+        text("transfers"),
+        text("completed"),
+        text("rejected")
     );
-    println!("  {:<16}{:.1}", "transfers/s", transfers as f64 / seconds);
-    println!("  {:<16}{}", "requests", stats.requests);
-    println!(
-        "  {:<16}{:.1}",
-        "requests/s",
-        stats.requests as f64 / seconds
-    );
-    println!("  {:<16}{:.3} ms", "latency p50", ms(500));
-    println!("  {:<16}{:.3} ms", "latency p99", ms(990));
-    println!("  {:<16}{:.3} ms", "latency p999", ms(999));
-    println!("  {:<16}{max:.3} ms", "latency max");
+    println!("  {:<16}{:.1}", "transfers/s", number("transfers_per_s"));
+    println!("  {:<16}{}", "requests", text("requests"));
+    println!("  {:<16}{:.1}", "requests/s", number("requests_per_s"));
+    for key in ["p50", "p99", "p999", "max"] {
+        println!("  {:<16}{:.3} ms", format!("latency {key}"), latency(key));
+    }
     println!(
         "  {:<16}{} (unresolved, outcome unknown: {})",
-        "retried", stats.retried, stats.unresolved
+        "retried",
+        text("retried"),
+        text("unresolved")
     );
-    println!("  {:<16}{}", "rejections", format_counts(&stats.rejections));
-    println!("  {:<16}{}", "errors", format_counts(&stats.errors));
-    println!("  {:<16}{}", "fees charged", stats.fees);
+    println!("  {:<16}{}", "rejections", counts("rejections"));
+    println!("  {:<16}{}", "errors", counts("errors"));
+    println!(
+        "  {:<16}{}",
+        "fees charged",
+        report["fees"].as_str().unwrap_or("0")
+    );
 }
 
 fn format_counts(counts: &BTreeMap<String, u64>) -> String {
