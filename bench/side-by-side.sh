@@ -18,6 +18,7 @@
 # the load generators share the cores with the servers, for both systems alike.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+caller="$(pwd)"
 root="$(dirname "$here")"
 
 seconds=40 accounts=10000 clients=64 batch=1000 bin="" out="$root/bench/out" smoke=0
@@ -40,6 +41,9 @@ out="$(cd "$out" && pwd)"
 
 work="$(mktemp -d /tmp/cellpay-sbs-XXXXXX)"
 chmod 755 "$work"
+# PostgreSQL runs as its own user, who may not read this checkout: everything it reads is
+# copied under $work, and every command runs from there.
+cd "$work"
 pg_pid_file="" node_pids=()
 cleanup() {
   set +e
@@ -75,6 +79,7 @@ if [ -z "$bin" ]; then
   (cd "$root" && cargo build --release --bin cellpay)
   bin="$root/target/release/cellpay"
 fi
+case "$bin" in /*) ;; *) bin="$caller/$bin" ;; esac
 [ -x "$bin" ] || { echo "no cellpay binary at $bin" >&2; exit 1; }
 
 echo "== PostgreSQL"
@@ -89,7 +94,8 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 mkdir -p "$work/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$work/pg"
+cp "$here/schema.sql" "$here/transfer.sql" "$work/pg/"
+[ "$(id -u)" = 0 ] && chown -R postgres "$work/pg"
 pg_port="$(free_port 55432)"
 as_pg "$pgbin/initdb" -D "$work/pg/data" -A trust -U bench --no-sync >/dev/null
 pg_pid_file="$work/pg/data/postmaster.pid"
@@ -99,13 +105,13 @@ as_pg "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w start -o \
 pg_version="$("$pgbin/postgres" --version)"
 psql_() { as_pg "$pgbin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U bench "$@"; }
 psql_ -d postgres -c "CREATE DATABASE bench" >/dev/null
-psql_ -d bench -v ON_ERROR_STOP=1 -v naccounts="$accounts" -f "$here/schema.sql" >/dev/null
+psql_ -d bench -v ON_ERROR_STOP=1 -v naccounts="$accounts" -f "$work/pg/schema.sql" >/dev/null
 mkdir -p "$work/pg/logs"
 [ "$(id -u)" = 0 ] && chown postgres "$work/pg/logs"
 pg_cmd="pgbench -n -c $clients -j 2 -T $seconds -f bench/transfer.sql -D naccounts=$accounts --max-tries=10 -l"
 echo "$pg_cmd"
 (cd "$work/pg/logs" && as_pg "$pgbin/pgbench" -h 127.0.0.1 -p "$pg_port" -U bench -n -c "$clients" -j 2 \
-  -T "$seconds" -P 5 -f "$here/transfer.sql" -D naccounts="$accounts" --max-tries=10 \
+  -T "$seconds" -P 5 -f "$work/pg/transfer.sql" -D naccounts="$accounts" --max-tries=10 \
   -l --log-prefix="$work/pg/logs/tx" bench) | tee "$work/pg/pgbench.out"
 pg_sum="$(psql_ -d bench -At -c "SELECT sum(balance) FROM accounts")"
 pg_rows="$(psql_ -d bench -At -c "SELECT count(*) FROM transfers")"
