@@ -19,6 +19,7 @@ pub const FENCED_SHARDS: &str = "cellpay_actor_fenced_shards";
 pub const SAGAS_RUNNING: &str = "cellpay_saga_running";
 pub const TIMER_LAG: &str = "cellpay_timer_lag_seconds";
 pub const COMMANDS_PER_PROPOSAL: &str = "cellpay_raft_commands_per_proposal";
+pub const SHARD_QUEUE: &str = "cellpay_shard_queue_depth";
 
 /// Every metric the actor layer exports.
 pub const METRIC_NAMES: &[&str] = &[
@@ -29,6 +30,7 @@ pub const METRIC_NAMES: &[&str] = &[
     SAGAS_RUNNING,
     TIMER_LAG,
     COMMANDS_PER_PROPOSAL,
+    SHARD_QUEUE,
 ];
 
 /// What the timer supervisor measured on its last tick.
@@ -94,6 +96,8 @@ impl Actor for MonitorActor {
             let label = shard.0.to_string();
             let running = state.args.shards.running_saga_count(shard);
             metrics::gauge!(SAGAS_RUNNING, "shard" => label.clone()).set(running as f64);
+            let queued = state.args.shards.queued(shard);
+            metrics::gauge!(SHARD_QUEUE, "shard" => label.clone()).set(queued as f64);
             let now = state.args.shards.batched(shard);
             let proposals = now.0.saturating_sub(previous.0);
             let commands = now.1.saturating_sub(previous.1);

@@ -1,23 +1,29 @@
-//! Group commit at the proposal level: single transfers and saga steps arriving at a group's
-//! leader are gathered into one log entry (`Command::Batch` when all are transfers, else
+//! Group commit at the proposal level, by each group's **ShardActor** (ractor): single
+//! transfers and saga steps arriving at a group's leader are gathered into one log entry (`Command::Batch` when all are transfers, else
 //! `Command::Many`), so one Raft round (one entry, one fsync per replica, one apply call)
 //! carries many of them. Each applies on its own, in order, exactly as if proposed alone; each
 //! caller gets its own command's answer.
 //!
 //! Batches form naturally: while `PROPOSALS_INFLIGHT_MAX` proposals are in flight, new
-//! commands wait in the queue and the next proposal takes all of them (up to `BATCH_MAX`).
+//! commands wait in the actor's queue and the next proposal takes all of them (up to
+//! `BATCH_MAX`).
 //! Under light load every command goes out at once, alone; under heavy load batches grow.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use consensus::{Raft, ShardRequest};
 use ledger::limits::BATCH_MAX;
 use ledger::{Command, Outcome, ShardId};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
 
-use crate::limits::{BATCH_QUEUE_MAX, PROPOSALS_INFLIGHT_MAX};
+use crate::limits::{
+    BATCH_QUEUE_MAX, PROPOSALS_INFLIGHT_MAX, SHARD_ACTOR_RESTARTS_MAX, SHARD_ACTOR_RESTART_WINDOW,
+};
 use crate::rpc::RouteError;
 
 /// The leader's clock for stamping commands: never goes backwards.
@@ -39,10 +45,34 @@ impl Clock {
 
 type Reply = oneshot::Sender<Result<Outcome, RouteError>>;
 
-struct Item {
+pub struct Item {
     shard: ShardId,
     command: Command,
     reply: Reply,
+    /// Its place in the bounded queue, given back when it is proposed or dropped (also when a
+    /// failed actor's queue and mailbox are dropped).
+    admitted: Option<Admitted>,
+}
+
+/// One place in a group's queue bound (`BATCH_QUEUE_MAX`), held from the door to the proposal.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Admitted {
+    /// Takes a place unless the queue is full.
+    fn take(depth: &Arc<AtomicUsize>) -> Option<Admitted> {
+        depth
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < BATCH_QUEUE_MAX).then_some(now + 1)
+            })
+            .ok()
+            .map(|_| Admitted(depth.clone()))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Commands that may share a log entry with others: each is applied on its own and answers on
@@ -67,10 +97,114 @@ pub fn batchable(command: &Command) -> bool {
     )
 }
 
-/// The transfer queue of one Raft group.
-pub struct Batcher {
-    queue: mpsc::Sender<Item>,
+/// The ShardActor's one message enum.
+pub enum ShardMsg {
+    /// A command to propose with the next batch (counted at the door by [`Batcher::submit`]).
+    Submit(Box<Item>),
+    /// One of this actor's proposals answered: a slot is free.
+    Proposed,
+}
+
+/// The ShardActor of one Raft group (ractor): the queue of commands waiting to be proposed on
+/// this node while it leads the group, and the proposals in flight. At most
+/// `PROPOSALS_INFLIGHT_MAX` proposals are in flight; everything arriving meanwhile waits in
+/// `queue` and the next free slot proposes all of it (up to `BATCH_MAX`) as one entry. The queue
+/// is bounded at the door (`BATCH_QUEUE_MAX`): past it the caller gets `overloaded` at once.
+///
+/// Its state is only the queue and a count, so a crash loses nothing replicated: the queued
+/// callers' replies are dropped with the queue (they see `unavailable` and retry, and every
+/// command is idempotent), their places in the bound are given back as their items drop,
+/// proposals already handed to Raft still answer their callers, and the next submit starts a
+/// fresh actor.
+struct ShardActor;
+
+pub struct ShardArgs {
+    raft: Raft,
+    clock: Arc<Clock>,
     counts: Arc<Counts>,
+}
+
+pub struct ShardState {
+    raft: Raft,
+    clock: Arc<Clock>,
+    counts: Arc<Counts>,
+    queue: VecDeque<Item>,
+    inflight: usize,
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        Ok(ShardState {
+            raft: args.raft,
+            clock: args.clock,
+            counts: args.counts,
+            queue: VecDeque::new(),
+            inflight: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        message: ShardMsg,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMsg::Submit(item) => state.queue.push_back(*item),
+            ShardMsg::Proposed => {
+                state.inflight = state
+                    .inflight
+                    .checked_sub(1)
+                    .ok_or("a proposal answered with none in flight")?;
+            }
+        }
+        // Waiting for a slot is what lets the next batch grow.
+        while state.inflight < PROPOSALS_INFLIGHT_MAX && !state.queue.is_empty() {
+            let take = state.queue.len().min(BATCH_MAX);
+            let mut batch: Vec<Item> = state.queue.drain(..take).collect();
+            for item in &mut batch {
+                item.admitted = None;
+            }
+            state.inflight += 1;
+            state.counts.proposals.fetch_add(1, Ordering::Relaxed);
+            state
+                .counts
+                .commands
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let (raft, clock, myself) = (state.raft.clone(), state.clock.clone(), myself.clone());
+            tokio::spawn(async move {
+                propose(&raft, &clock, batch).await;
+                let _ = myself.send_message(ShardMsg::Proposed);
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The handle to one group's ShardActor: starts it on first use, and again after it stopped
+/// (a ShardActor stops only by failing). `SHARD_ACTOR_RESTARTS_MAX` restarts within
+/// `SHARD_ACTOR_RESTART_WINDOW` fence the group on this node: every write is refused
+/// `unavailable` from then on (a shard stops serving rather than serving wrong).
+pub struct Batcher {
+    raft: Raft,
+    clock: Arc<Clock>,
+    actor: std::sync::Mutex<Option<ActorRef<ShardMsg>>>,
+    /// Held while starting an actor, so one caller starts it.
+    starting: tokio::sync::Mutex<()>,
+    /// Whether an actor was ever started (any later start is a restart).
+    started: AtomicBool,
+    restarts: std::sync::Mutex<VecDeque<Instant>>,
+    fenced: AtomicBool,
+    counts: Arc<Counts>,
+    depth: Arc<AtomicUsize>,
 }
 
 /// Proposals made and commands they carried (for the monitor's commands-per-proposal).
@@ -81,15 +215,22 @@ struct Counts {
 }
 
 impl Batcher {
-    /// Starts the batching task for a group (needs a tokio runtime).
+    /// The handle of a group's ShardActor (started by the first submit).
     pub fn start(raft: Raft, clock: Arc<Clock>) -> Batcher {
-        let (queue, items) = mpsc::channel(BATCH_QUEUE_MAX);
-        let counts = Arc::new(Counts::default());
-        tokio::spawn(gather(raft, clock, items, counts.clone()));
-        Batcher { queue, counts }
+        Batcher {
+            raft,
+            clock,
+            actor: std::sync::Mutex::new(None),
+            starting: tokio::sync::Mutex::new(()),
+            started: AtomicBool::new(false),
+            restarts: std::sync::Mutex::new(VecDeque::new()),
+            fenced: AtomicBool::new(false),
+            counts: Arc::new(Counts::default()),
+            depth: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
-    /// `(proposals, commands)` this batcher has proposed since the node started.
+    /// `(proposals, commands)` this group's ShardActor has proposed since the node started.
     pub fn counts(&self) -> (u64, u64) {
         (
             self.counts.proposals.load(Ordering::Relaxed),
@@ -97,57 +238,139 @@ impl Batcher {
         )
     }
 
+    /// Commands waiting for a proposal now.
+    pub fn queued(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Whether the ShardActor failed too often and this node refuses the group's writes.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
     /// Proposes one [`batchable`] command as part of the next batch and waits for its answer.
     pub async fn submit(&self, shard: ShardId, command: Command) -> Result<Outcome, RouteError> {
         debug_assert!(batchable(&command));
+        if self.is_fenced() {
+            return Err(fenced());
+        }
+        // Bounded at the door: a full queue answers `overloaded` without queueing.
+        let Some(admitted) = Admitted::take(&self.depth) else {
+            return Err(RouteError::Overloaded);
+        };
         let (reply, answer) = oneshot::channel();
-        match self.queue.try_send(Item {
+        let item = Box::new(Item {
             shard,
             command,
             reply,
-        }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(RouteError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(RouteError::Unavailable("the proposal queue stopped".into()));
-            }
-        }
+            admitted: Some(admitted),
+        });
+        self.send(item).await?;
         answer
             .await
             .map_err(|_| RouteError::Unavailable("the proposal was dropped".into()))?
     }
-}
 
-async fn gather(
-    raft: Raft,
-    clock: Arc<Clock>,
-    mut items: mpsc::Receiver<Item>,
-    counts: Arc<Counts>,
-) {
-    let inflight = Arc::new(Semaphore::new(PROPOSALS_INFLIGHT_MAX));
-    while let Some(first) = items.recv().await {
-        // Waiting for a slot is what lets the next batch grow.
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match items.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+    fn running(&self) -> Option<ActorRef<ShardMsg>> {
+        self.actor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Hands an item to the running ShardActor, starting one if there is none (or it stopped).
+    async fn send(&self, item: Box<Item>) -> Result<(), RouteError> {
+        let mut item = item;
+        if let Some(actor) = self.running() {
+            match actor.send_message(ShardMsg::Submit(item)) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(ShardMsg::Submit(back))) => item = back,
+                Err(_) => {
+                    self.forget(&actor);
+                    return Err(RouteError::Unavailable("the shard actor stopped".into()));
+                }
             }
         }
-        counts.proposals.fetch_add(1, Ordering::Relaxed);
-        counts
-            .commands
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let raft = raft.clone();
-        let clock = clock.clone();
-        tokio::spawn(async move {
-            propose(&raft, &clock, batch).await;
-            drop(permit);
-        });
+        let _starting = self.starting.lock().await;
+        // Another caller may have started one meanwhile.
+        if let Some(actor) = self.running() {
+            match actor.send_message(ShardMsg::Submit(item)) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(ShardMsg::Submit(back))) => item = back,
+                Err(_) => {
+                    self.forget(&actor);
+                    return Err(RouteError::Unavailable("the shard actor stopped".into()));
+                }
+            }
+        }
+        if self.started.swap(true, Ordering::AcqRel) {
+            self.count_restart()?;
+        }
+        let args = ShardArgs {
+            raft: self.raft.clone(),
+            clock: self.clock.clone(),
+            counts: self.counts.clone(),
+        };
+        let (started, _) = Actor::spawn(None, ShardActor, args)
+            .await
+            .map_err(|error| RouteError::Unavailable(format!("shard actor: {error}")))?;
+        started
+            .send_message(ShardMsg::Submit(item))
+            .map_err(|_| RouteError::Unavailable("the shard actor stopped".into()))?;
+        *self.actor.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
+        Ok(())
     }
+
+    /// Drops the handle of an actor that stopped (the next submit starts a new one).
+    fn forget(&self, stopped: &ActorRef<ShardMsg>) {
+        let mut actor = self.actor.lock().unwrap_or_else(PoisonError::into_inner);
+        if actor
+            .as_ref()
+            .is_some_and(|current| current.get_id() == stopped.get_id())
+        {
+            *actor = None;
+        }
+    }
+
+    /// Counts a restart of a failed ShardActor; too many in the window fence the group.
+    fn count_restart(&self) -> Result<(), RouteError> {
+        let mut restarts = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while restarts
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > SHARD_ACTOR_RESTART_WINDOW)
+        {
+            restarts.pop_front();
+        }
+        restarts.push_back(now);
+        if restarts.len() > SHARD_ACTOR_RESTARTS_MAX {
+            self.fenced.store(true, Ordering::Release);
+            tracing::error!(
+                "a shard actor failed {} times within {:?}: this node stops serving the group",
+                restarts.len(),
+                SHARD_ACTOR_RESTART_WINDOW
+            );
+            return Err(fenced());
+        }
+        tracing::warn!("a shard actor failed; started a new one");
+        Ok(())
+    }
+}
+
+impl Batcher {
+    /// Sends a message straight to the running ShardActor (tests: a `Proposed` with nothing in
+    /// flight makes it fail). False when none is running.
+    #[doc(hidden)]
+    pub fn send_raw(&self, message: ShardMsg) -> bool {
+        self.running()
+            .is_some_and(|actor| actor.send_message(message).is_ok())
+    }
+}
+
+fn fenced() -> RouteError {
+    RouteError::Unavailable(
+        "this node stopped serving the group (its shard actor kept failing)".into(),
+    )
 }
 
 async fn propose(raft: &Raft, clock: &Clock, batch: Vec<Item>) {

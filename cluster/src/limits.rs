@@ -14,6 +14,10 @@ pub const BATCH_QUEUE_MAX: usize = 32 * 1024;
 /// 1 shard: 8 in flight gave 4,454 transfers/s (p99 26 ms), 2 gave 5,900–6,900/s (p99 16–18 ms);
 /// 8 shards, 256 clients: 1,284/s with 8, 2,037–2,397/s with 1 or 2.
 pub const PROPOSALS_INFLIGHT_MAX: usize = 2;
+/// A group's ShardActor may fail and be restarted this many times within
+/// `SHARD_ACTOR_RESTART_WINDOW`; one more and the node refuses the group's writes.
+pub const SHARD_ACTOR_RESTARTS_MAX: usize = 3;
+pub const SHARD_ACTOR_RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Requests in flight on one peer connection; further callers wait for a slot.
 pub const INFLIGHT_PER_PEER_MAX: usize = 4096;
 /// Frames queued for one connection's writer.

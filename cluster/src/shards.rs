@@ -269,6 +269,12 @@ impl Shards {
             .map_or((0, 0), |group| group.batcher.counts())
     }
 
+    /// Commands waiting in the shard's ShardActor queue on this node.
+    pub fn queued(&self, shard: ShardId) -> usize {
+        self.group(self.group_of(shard))
+            .map_or(0, |group| group.batcher.queued())
+    }
+
     /// The leader clock's now, in ms (never goes backwards on this node).
     pub fn now_ms(&self) -> u64 {
         self.clock.stamp()
