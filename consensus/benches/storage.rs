@@ -1,4 +1,4 @@
-//! The storage write path in isolation (`cargo bench -p consensus`): appending Raft entries to
+//! The storage write path in isolation (`cargo bench -p consensus --features bench`): appending Raft entries to
 //! the redb log and waiting for their fsync — one entry per commit, and 16 entries sharing
 //! one commit (group commit) — on a real file in a temporary directory.
 

@@ -1,4 +1,4 @@
-//! The ledger in isolation (`cargo bench -p ledger`): applying transfers (single, a batch of
+//! The ledger in isolation (`cargo bench -p ledger --features bench`): applying transfers (single, a batch of
 //! 100, a cross-shard hold) to a ledger of 10,000 funded accounts, and the codecs every
 //! command crosses — postcard (Raft log, cluster frames, snapshots) and JSON (the HTTP API).
 //! A regression here shows without a cluster's noise.
