@@ -280,29 +280,14 @@ impl Batcher {
 
     /// Hands an item to the running ShardActor, starting one if there is none (or it stopped).
     async fn send(&self, item: Box<Item>) -> Result<(), RouteError> {
-        let mut item = item;
-        if let Some(actor) = self.running() {
-            match actor.send_message(ShardMsg::Submit(item)) {
-                Ok(()) => return Ok(()),
-                Err(ractor::MessagingErr::SendErr(ShardMsg::Submit(back))) => item = back,
-                Err(_) => {
-                    self.forget(&actor);
-                    return Err(RouteError::Unavailable("the shard actor stopped".into()));
-                }
-            }
-        }
+        let Some(item) = self.offer(item)? else {
+            return Ok(());
+        };
         let _starting = self.starting.lock().await;
         // Another caller may have started one meanwhile.
-        if let Some(actor) = self.running() {
-            match actor.send_message(ShardMsg::Submit(item)) {
-                Ok(()) => return Ok(()),
-                Err(ractor::MessagingErr::SendErr(ShardMsg::Submit(back))) => item = back,
-                Err(_) => {
-                    self.forget(&actor);
-                    return Err(RouteError::Unavailable("the shard actor stopped".into()));
-                }
-            }
-        }
+        let Some(item) = self.offer(item)? else {
+            return Ok(());
+        };
         if self.started.swap(true, Ordering::AcqRel) {
             self.count_restart()?;
         }
@@ -319,6 +304,22 @@ impl Batcher {
             .map_err(|_| RouteError::Unavailable("the shard actor stopped".into()))?;
         *self.actor.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
         Ok(())
+    }
+
+    /// Offers an item to the running ShardActor: `None` once it took it, the item back when
+    /// there is no running actor to take it.
+    fn offer(&self, item: Box<Item>) -> Result<Option<Box<Item>>, RouteError> {
+        let Some(actor) = self.running() else {
+            return Ok(Some(item));
+        };
+        match actor.send_message(ShardMsg::Submit(item)) {
+            Ok(()) => Ok(None),
+            Err(ractor::MessagingErr::SendErr(ShardMsg::Submit(back))) => Ok(Some(back)),
+            Err(_) => {
+                self.forget(&actor);
+                Err(RouteError::Unavailable("the shard actor stopped".into()))
+            }
+        }
     }
 
     /// Drops the handle of an actor that stopped (the next submit starts a new one).
