@@ -69,6 +69,19 @@ impl Admitted {
     }
 }
 
+impl Admitted {
+    /// Takes `count` places at once, or none when they do not all fit.
+    fn take_many(depth: &Arc<AtomicUsize>, count: usize) -> Option<Vec<Admitted>> {
+        depth
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(count)
+                    .filter(|after| *after <= BATCH_QUEUE_MAX)
+            })
+            .ok()
+            .map(|_| (0..count).map(|_| Admitted(depth.clone())).collect())
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -271,6 +284,45 @@ impl Batcher {
             .map_err(|_| RouteError::Unavailable("the proposal was dropped".into()))?
     }
 
+    /// Proposes several [`batchable`] commands (a `Command::Many` sent by a coordinator that
+    /// runs many sagas in lockstep) as part of the next batches, and waits for their answers,
+    /// in order. They are admitted together or not at all (`overloaded`), so the queue bound
+    /// holds for them as for single commands; each is then proposed and answered as if alone.
+    pub async fn submit_many(
+        &self,
+        shard: ShardId,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Outcome>, RouteError> {
+        debug_assert!(commands.iter().all(batchable));
+        if self.is_fenced() {
+            return Err(fenced());
+        }
+        let Some(places) = Admitted::take_many(&self.depth, commands.len()) else {
+            return Err(RouteError::Overloaded);
+        };
+        let mut answers = Vec::with_capacity(commands.len());
+        for (command, admitted) in commands.into_iter().zip(places) {
+            let (reply, answer) = oneshot::channel();
+            let item = Box::new(Item {
+                shard,
+                command,
+                reply,
+                admitted: Some(admitted),
+            });
+            self.send(item).await?;
+            answers.push(answer);
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(
+                answer
+                    .await
+                    .map_err(|_| RouteError::Unavailable("the proposal was dropped".into()))??,
+            );
+        }
+        Ok(outcomes)
+    }
+
     fn running(&self) -> Option<ActorRef<ShardMsg>> {
         self.actor
             .lock()
@@ -425,5 +477,33 @@ async fn propose(raft: &Raft, clock: &Clock, batch: Vec<Item>) {
     };
     for reply in replies {
         let _ = reply.send(Err(failure.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: a `Command::Many` is admitted to the queue bound whole or not at all, and its
+    /// places are given back as its items are proposed or dropped.
+    #[test]
+    fn many_commands_take_their_places_together() {
+        let depth = Arc::new(AtomicUsize::new(BATCH_QUEUE_MAX - 2));
+        assert!(Admitted::take_many(&depth, 3).is_none(), "three do not fit");
+        assert_eq!(
+            depth.load(Ordering::Acquire),
+            BATCH_QUEUE_MAX - 2,
+            "none taken"
+        );
+        let places = Admitted::take_many(&depth, 2).expect("two fit");
+        assert_eq!(places.len(), 2);
+        assert_eq!(depth.load(Ordering::Acquire), BATCH_QUEUE_MAX);
+        assert!(Admitted::take(&depth).is_none(), "the queue is full");
+        drop(places);
+        assert_eq!(depth.load(Ordering::Acquire), BATCH_QUEUE_MAX - 2);
+        assert!(
+            Admitted::take_many(&depth, usize::MAX).is_none(),
+            "no overflow"
+        );
     }
 }

@@ -111,6 +111,264 @@ pub async fn reverse(
     begin_and_drive(shards, route.home, id, begin).await
 }
 
+/// Runs many transfers as sagas in lockstep (a batch request's cross-shard items): each step
+/// of all of them goes out as one `Command::Many` per shard — one RPC, one log entry, one
+/// apply call — instead of one command per transfer. Five rounds carry the whole batch when
+/// every step answers as expected; an item that meets anything else (a rejected credit, a
+/// step that did not answer, a pending transfer, a reversal) leaves the lockstep and is driven
+/// alone by [`drive`], from the same idempotent steps, so its answer is the one its single
+/// call would have got. Answers come back in the order of `requests`.
+pub async fn transfers(
+    shards: &Shards,
+    requests: Vec<TransferRequest>,
+    concurrency: usize,
+) -> Lockstep {
+    use futures::StreamExt;
+    let count = requests.len();
+    let mut answers: Vec<Option<Result<TransferOutcome, RouteError>>> = vec![None; count];
+    // Items to run alone: begun (or not) and why.
+    let mut alone: Vec<(usize, Alone)> = Vec::new();
+
+    // Round 1: begin every saga at its id's home shard.
+    let begins = requests
+        .iter()
+        .enumerate()
+        .map(|(index, request)| {
+            let route = Route::of(request, shards.shard_count());
+            let begin = Command::SagaBegin {
+                request: request.clone(),
+                payer_shard: route.payer,
+                payee_shard: route.payee,
+            };
+            (index, route.home, begin)
+        })
+        .collect();
+    let mut running: Vec<(usize, Saga)> = Vec::new();
+    for (index, outcome) in round(shards, begins).await {
+        let id = requests[index].id.clone();
+        match outcome {
+            Some(Outcome::Saga(SagaOutcome::Running(saga))) if in_lockstep(&saga) => {
+                running.push((index, saga));
+            }
+            Some(Outcome::Saga(SagaOutcome::Running(saga))) => {
+                alone.push((index, Alone::Drive(Box::new(saga))));
+            }
+            Some(Outcome::Saga(SagaOutcome::Finished(answer))) => answers[index] = Some(Ok(answer)),
+            Some(Outcome::Saga(SagaOutcome::Refused(code))) => {
+                answers[index] = Some(Ok(TransferOutcome::Refused { id, code }));
+            }
+            _ => alone.push((index, Alone::Transfer(requests[index].clone()))),
+        }
+    }
+
+    // Round 2: hold on the payers' shards. A refusal here ends the saga (recorded at home in
+    // round 5); nothing was held, so nothing is to be credited.
+    let holds = running
+        .iter()
+        .map(|(index, saga)| {
+            (
+                *index,
+                saga.payer_shard,
+                Command::Hold(saga.request.clone()),
+            )
+        })
+        .collect();
+    let mut held = Vec::new();
+    let mut finishing: Vec<(usize, Saga, TransferOutcome)> = Vec::new();
+    let mut outcomes = round(shards, holds).await.into_iter();
+    for (index, saga) in running {
+        let id = saga.request.id.clone();
+        match outcomes.next().and_then(|(_, outcome)| outcome) {
+            Some(Outcome::Leg(LegOutcome::Held { .. } | LegOutcome::Posted { .. })) => {
+                held.push((index, saga));
+            }
+            Some(Outcome::Leg(LegOutcome::Rejected(code))) => {
+                finishing.push((index, saga, rejected(id, code)));
+            }
+            Some(Outcome::Leg(LegOutcome::Refused(code))) => {
+                finishing.push((index, saga, TransferOutcome::Refused { id, code }));
+            }
+            _ => alone.push((index, Alone::Drive(Box::new(saga)))),
+        }
+    }
+
+    // Round 3: credit the payees. Anything but a credit (a rejection must void the hold, in
+    // order) is driven alone.
+    let credits = held
+        .iter()
+        .map(|(index, saga)| {
+            (
+                *index,
+                saga.payee_shard,
+                Command::Credit(saga.request.clone()),
+            )
+        })
+        .collect();
+    let mut credited = Vec::new();
+    let mut outcomes = round(shards, credits).await.into_iter();
+    for (index, saga) in held {
+        match outcomes.next().and_then(|(_, outcome)| outcome) {
+            Some(Outcome::Leg(LegOutcome::Credited { to_balance, .. })) => {
+                credited.push((index, saga, to_balance));
+            }
+            _ => alone.push((index, Alone::Drive(Box::new(saga)))),
+        }
+    }
+
+    // Round 4: post the holds.
+    let posts = credited
+        .iter()
+        .map(|(index, saga, _)| {
+            (
+                *index,
+                saga.payer_shard,
+                Command::PostHold(saga.request.id.clone()),
+            )
+        })
+        .collect();
+    let mut outcomes = round(shards, posts).await.into_iter();
+    for (index, saga, to_balance) in credited {
+        match outcomes.next().and_then(|(_, outcome)| outcome) {
+            Some(Outcome::Leg(LegOutcome::Posted {
+                fee,
+                from_balance,
+                daily_room,
+                log_index,
+                log_pos,
+            })) => {
+                let request = &saga.request;
+                let answer = TransferOutcome::Accepted(Accepted {
+                    id: request.id.clone(),
+                    status: TransferStatus::Completed,
+                    amount: request.amount,
+                    fee,
+                    from_balance,
+                    to_balance,
+                    daily_room,
+                    log_index,
+                    log_pos,
+                });
+                finishing.push((index, saga, answer));
+            }
+            _ => alone.push((index, Alone::Drive(Box::new(saga)))),
+        }
+    }
+
+    // Round 5: record every answer at its home shard.
+    let count_shards = shards.shard_count();
+    let finishes = finishing
+        .iter()
+        .map(|(index, saga, answer)| {
+            let id = saga.request.id.clone();
+            let home = ledger::home_of(&id, count_shards);
+            let finish = Command::SagaFinish {
+                id,
+                answer: answer.clone(),
+            };
+            (*index, home, finish)
+        })
+        .collect();
+    let mut outcomes = round(shards, finishes).await.into_iter();
+    for (index, saga, _) in finishing {
+        match outcomes.next().and_then(|(_, outcome)| outcome) {
+            Some(Outcome::Saga(SagaOutcome::Finished(answer))) => answers[index] = Some(Ok(answer)),
+            _ => alone.push((index, Alone::Drive(Box::new(saga)))),
+        }
+    }
+
+    // The rest, one by one (a bounded number at once).
+    let alone_count = alone.len();
+    let driven: Vec<(usize, Result<TransferOutcome, RouteError>)> = futures::stream::iter(alone)
+        .map(|(index, item)| async move {
+            let result = match item {
+                Alone::Transfer(request) => transfer(shards, request).await,
+                Alone::Drive(saga) => drive(shards, &saga).await,
+            };
+            (index, result)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for (index, result) in driven {
+        answers[index] = Some(result);
+    }
+    let answers = answers
+        .into_iter()
+        .map(|answer| answer.expect("every item is answered in lockstep or alone"))
+        .collect();
+    Lockstep {
+        answers,
+        alone: alone_count,
+    }
+}
+
+/// What [`transfers`] answered.
+pub struct Lockstep {
+    /// One answer per request, in order.
+    pub answers: Vec<Result<TransferOutcome, RouteError>>,
+    /// How many of them left the lockstep and were driven alone.
+    pub alone: usize,
+}
+
+/// An item that left the lockstep.
+enum Alone {
+    /// Its saga may not have begun: run it from the start.
+    Transfer(TransferRequest),
+    /// Begun: drive it from where it stands.
+    Drive(Box<Saga>),
+}
+
+/// A plain cross-shard transfer, begun now and not yet anywhere: what the lockstep runs.
+fn in_lockstep(saga: &Saga) -> bool {
+    saga.answer.is_none()
+        && saga.decision.is_none()
+        && saga.reverses.is_none()
+        && !saga.request.pending
+        && saga.payer_shard != saga.payee_shard
+}
+
+/// One lockstep round: the commands grouped per shard into one `Command::Many` each, the
+/// shards written concurrently. Returns each item's outcome in the order given (`None` where
+/// its shard did not answer, or answered out of shape).
+async fn round(
+    shards: &Shards,
+    items: Vec<(usize, ShardId, Command)>,
+) -> Vec<(usize, Option<Outcome>)> {
+    use std::collections::BTreeMap;
+    let order: Vec<(usize, ShardId)> = items.iter().map(|(i, s, _)| (*i, *s)).collect();
+    let mut by_shard: BTreeMap<ShardId, Vec<Command>> = BTreeMap::new();
+    for (_, shard, command) in items {
+        by_shard.entry(shard).or_default().push(command);
+    }
+    let writes = by_shard.into_iter().map(|(shard, commands)| async move {
+        let count = commands.len();
+        let outcomes = match shards.write(shard, Command::Many(commands)).await {
+            Ok(Outcome::Many(outcomes)) if outcomes.len() == count => outcomes,
+            Ok(other) => {
+                tracing::warn!(?shard, outcome = ?other, "lockstep round: unexpected outcome");
+                Vec::new()
+            }
+            Err(error) => {
+                tracing::debug!(?shard, %error, "lockstep round: shard did not answer");
+                Vec::new()
+            }
+        };
+        (shard, outcomes.into_iter())
+    });
+    let mut per_shard: BTreeMap<ShardId, std::vec::IntoIter<Outcome>> =
+        futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .collect();
+    order
+        .into_iter()
+        .map(|(index, shard)| {
+            let outcome = per_shard.get_mut(&shard).and_then(Iterator::next);
+            (index, outcome)
+        })
+        .collect()
+}
+
 async fn begin_and_drive(
     shards: &Shards,
     home: ShardId,

@@ -438,7 +438,7 @@ impl Shards {
     async fn write_local(
         &self,
         group_id: u32,
-        mut request: ShardRequest,
+        request: ShardRequest,
     ) -> Result<Response, RouteError> {
         let group = self
             .group(group_id)
@@ -449,6 +449,18 @@ impl Shards {
             let result = group.batcher.submit(request.shard, request.command).await;
             return Ok(Response::Write(result));
         }
+        // Saga steps sent together (`saga::transfers`) join the group commit one by one.
+        let mut request = match request.command {
+            Command::Many(commands)
+                if !commands.is_empty()
+                    && commands.len() <= ledger::limits::BATCH_MAX
+                    && commands.iter().all(crate::batcher::batchable) =>
+            {
+                let result = group.batcher.submit_many(request.shard, commands).await;
+                return Ok(Response::Write(result.map(Outcome::Many)));
+            }
+            command => ShardRequest { command, ..request },
+        };
         request.at_ms = self.clock.stamp();
         let result = match group.raft.client_write(request).await {
             Ok(response) => Ok(response.data),

@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const HTTP_REQUESTS: &str = "cellpay_http_requests_total";
 pub const HTTP_DURATION: &str = "cellpay_http_request_duration_seconds";
 pub const TRANSFERS: &str = "cellpay_transfers_total";
+pub const BATCH_SAGA_ITEMS: &str = "cellpay_batch_saga_items_total";
 pub const RAFT_TERM: &str = "cellpay_raft_term";
 pub const RAFT_LAST_LOG: &str = "cellpay_raft_last_log_index";
 pub const RAFT_APPLIED: &str = "cellpay_raft_applied_index";
@@ -25,6 +26,7 @@ pub const METRIC_NAMES: &[&str] = &[
     HTTP_REQUESTS,
     HTTP_DURATION,
     TRANSFERS,
+    BATCH_SAGA_ITEMS,
     RAFT_TERM,
     RAFT_LAST_LOG,
     RAFT_COMMIT,
@@ -65,6 +67,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "HTTP request latency by route and status"
     );
     metrics::describe_counter!(TRANSFERS, "Transfers by kind and outcome");
+    metrics::describe_counter!(
+        BATCH_SAGA_ITEMS,
+        "Cross-shard items of batch requests: answered in lockstep, or driven alone"
+    );
     metrics::describe_gauge!(RAFT_TERM, "Current Raft term per shard");
     metrics::describe_gauge!(RAFT_LAST_LOG, "Last Raft log index per shard");
     metrics::describe_gauge!(RAFT_COMMIT, "Last committed Raft log index per shard");
@@ -88,6 +94,12 @@ pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration)
 
 pub fn record_transfer(kind: &'static str, outcome: &'static str) {
     metrics::counter!(TRANSFERS, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// Counts a batch request's cross-shard items by how they were answered.
+pub fn record_batch_sagas(lockstep: usize, alone: usize) {
+    metrics::counter!(BATCH_SAGA_ITEMS, "path" => "lockstep").increment(lockstep as u64);
+    metrics::counter!(BATCH_SAGA_ITEMS, "path" => "alone").increment(alone as u64);
 }
 
 /// Copies every group's Raft metrics into gauges (called on each scrape).

@@ -5,7 +5,9 @@
 //! transfers, after which no saga is left running, no hold is left, every acknowledged transfer
 //! is there once, the balances sum to 0, and the returned node gets its leaderships back;
 //! pending transfers and reversals whose id and accounts live on different shards; a daily
-//! limit counted on the payer's shard for local and cross-shard debits alike.
+//! limit counted on the payer's shard for local and cross-shard debits alike; batches whose
+//! cross-shard items run in lockstep, each item answered as its single call would be (also
+//! through the leader kill).
 
 mod common;
 
@@ -312,6 +314,52 @@ async fn kill_the_busiest_leader_during_cross_shard_burst() {
                     Err(_) => (0, Value::Null),
                 };
                 answers.lock().expect("lock").push((id, status, answer));
+            }
+        }));
+    }
+    // Two clients send batches of cross-shard items (run in lockstep, a round cut short by the
+    // kill leaves its items to be driven alone); each item's answer is kept like a single's.
+    for client in 8..10usize {
+        let api = cluster.api.clone();
+        let ids = ids.clone();
+        let stop = stop.clone();
+        let answers = answers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut items = Vec::new();
+                for k in 0..16usize {
+                    let from = &ids[(client * 3 + n + k) % ids.len()];
+                    let to = ids
+                        .iter()
+                        .cycle()
+                        .skip(client + n + k * 5)
+                        .find(|to| shard(to) != shard(from))
+                        .expect("a payee on another shard");
+                    let id = format!("burstb-{client}-{n}-{k}");
+                    items.push(transfer_body(&id, "p2p", from, to, 1 + (k % 7) as u64));
+                }
+                let node = ALL[n % ALL.len()];
+                let batch = json!({ "transfers": items });
+                let reply = api
+                    .try_post(node, "/v1/transfers/batch", &batch, Duration::from_secs(20))
+                    .await;
+                let results = match &reply {
+                    Ok((200, body)) => body["results"].as_array().cloned(),
+                    _ => None,
+                };
+                let mut answers = answers.lock().expect("lock");
+                for (k, item) in items.iter().enumerate() {
+                    let id = item["id"].as_str().expect("id").to_string();
+                    let result = results.as_ref().and_then(|r| r.get(k)).cloned();
+                    let status = match result.as_ref().map(|r| &r["status"]) {
+                        Some(Value::String(s)) if s == "completed" => 201,
+                        Some(Value::String(s)) if s == "rejected" => 422,
+                        _ => 0,
+                    };
+                    answers.push((id, status, result.unwrap_or(Value::Null)));
+                }
             }
         }));
     }
@@ -757,5 +805,167 @@ async fn pending_and_reversals_across_shards() {
         }
         assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
         assert_eq!(summary_field(&cluster, node, "pending").await, 0);
+    }
+}
+
+/// Goal: a batch whose items cross shards (their sagas run in lockstep: each step of all of
+/// them one command per shard) answers every item exactly as its single call would: completed
+/// transfers across and within shards, a hold refused for funds, a credit refused on the
+/// payee's shard (its hold released), a pending transfer, one id twice with one body and one
+/// id with two bodies (the first item wins). The batch retried on other nodes, and each item
+/// sent alone, get the same answers; the money is where the answers say on every node; no
+/// saga or hold is left once the pending transfer is voided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_across_shards_answers_each_item_like_its_single_call() {
+    let cluster = TestCluster::start(sharded()).await;
+    let ids = customers_on_every_shard(2);
+    let mut expected = open_and_fund(&cluster, &ids, 10_000).await;
+    let mut items: Vec<Value> = Vec::new();
+    let mut moves: Vec<(String, String, i64)> = Vec::new();
+    let mut crossed = 0;
+    for (a, from) in ids.iter().enumerate() {
+        for (b, to) in ids.iter().enumerate().skip(a % 3).step_by(3) {
+            if a == b {
+                continue;
+            }
+            crossed += usize::from(shard(from) != shard(to));
+            let amount = 1 + (a * 5 + b) as i64;
+            items.push(transfer_body(
+                &format!("lock-{a}-{b}"),
+                "p2p",
+                from,
+                to,
+                amount as u64,
+            ));
+            moves.push((from.clone(), to.clone(), amount));
+        }
+    }
+    assert!(crossed > items.len() / 2, "most items cross shards");
+    let plain = items.len();
+    // Within one shard, id included: one local command.
+    let (x, y) = (&ids[0], &ids[1]);
+    assert_eq!(
+        shard(x),
+        shard(y),
+        "customers_on_every_shard lists by shard"
+    );
+    let local_id = id_homed("lock-local", |home| home == shard(x));
+    items.push(transfer_body(&local_id, "p2p", x, y, 3));
+    moves.push((x.clone(), y.clone(), 3));
+    // Cross-shard: more than the payer has (refused at the hold).
+    let (p, q) = (&ids[2], &ids[9]);
+    assert_ne!(shard(p), shard(q));
+    items.push(transfer_body("lock-broke", "p2p", p, q, 1_000_000));
+    // Cross-shard: the payee does not exist (refused at the credit, the hold voided).
+    let nobody = (0..)
+        .map(|i| format!("+2547999{i:05}"))
+        .find(|id| shard(id) != shard(p))
+        .expect("an id on another shard");
+    items.push(transfer_body("lock-nobody", "p2p", p, &nobody, 10));
+    // Cross-shard pending: held, not moved.
+    items.push(pending_body("lock-pending", &ids[4], &ids[12], 50, 600));
+    // One id twice with one body (moves once), one id with two bodies (the first wins).
+    let twice = transfer_body("lock-twice", "p2p", &ids[5], &ids[14], 7);
+    items.push(twice.clone());
+    items.push(twice);
+    moves.push((ids[5].clone(), ids[14].clone(), 7));
+    items.push(transfer_body("lock-conflict", "p2p", &ids[6], &ids[15], 8));
+    items.push(transfer_body("lock-conflict", "p2p", &ids[6], &ids[15], 9));
+    moves.push((ids[6].clone(), ids[15].clone(), 8));
+
+    let batch = json!({ "transfers": items });
+    let (status, first) = cluster.post(1, "/v1/transfers/batch", &batch).await;
+    assert_eq!(status, 200, "{first}");
+    let results = first["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), items.len(), "{first}");
+    for (item, result) in items.iter().zip(&results).take(plain + 1) {
+        assert_eq!(result["status"], "completed", "{item}: {result}");
+        assert_eq!(result["id"], item["id"], "{result}");
+    }
+    let named = |id: &str| -> Vec<&Value> {
+        items
+            .iter()
+            .zip(&results)
+            .filter(|(item, _)| item["id"] == id)
+            .map(|(_, result)| result)
+            .collect()
+    };
+    assert_eq!(named("lock-broke")[0]["code"], "insufficient_funds");
+    assert_eq!(named("lock-nobody")[0]["code"], "account_not_found");
+    assert_eq!(named("lock-pending")[0]["status"], "pending");
+    let twice = named("lock-twice");
+    assert_eq!(twice[0]["status"], "completed", "{}", twice[0]);
+    assert_eq!(twice[0], twice[1], "one id, one body: one answer");
+    let conflict = named("lock-conflict");
+    assert_eq!(conflict[0]["status"], "completed", "{}", conflict[0]);
+    assert_eq!(error_code(conflict[1]), "id_conflict", "{}", conflict[1]);
+
+    // The node that took the batch ran its cross-shard items in lockstep; the credit refused
+    // on the payee's shard and the pending transfer were driven alone.
+    let metrics = reqwest::get(cluster.url(1, "/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let path_count = |path: &str| -> u64 {
+        let prefix = format!("cellpay_batch_saga_items_total{{path=\"{path}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} sample in {metrics}"))
+    };
+    let sagas = items
+        .iter()
+        .filter(|item| {
+            let id = item["id"].as_str().expect("id");
+            let home = ledger::home_of(&ledger::TransferId::parse(id).expect("id"), SHARDS).0;
+            let (from, to) = (item["from"].as_str(), item["to"].as_str());
+            let (from, to) = (from.expect("from"), to.expect("to"));
+            !(home == shard(from) && shard(from) == shard(to))
+        })
+        .count() as u64;
+    assert_eq!(
+        path_count("lockstep") + path_count("alone"),
+        sagas,
+        "{metrics}"
+    );
+    assert_eq!(path_count("alone"), 2, "{metrics}");
+
+    // Retried whole on the other nodes, and item by item: the same answers.
+    for node in [2, 3] {
+        let again = cluster.post(node, "/v1/transfers/batch", &batch).await;
+        assert_eq!(again, (200, first.clone()), "batch retried on node {node}");
+    }
+    for (i, (item, result)) in items.iter().zip(&results).enumerate() {
+        if item["id"] == "lock-conflict" && i + 1 == items.len() {
+            continue; // its single call would conflict with the first body, as it did
+        }
+        let (_, alone) = cluster.transfer(ALL[i % 3], item).await;
+        assert_eq!(&alone, result, "{item} sent alone");
+    }
+
+    for (from, to, amount) in &moves {
+        *expected.get_mut(from).expect("from") -= amount;
+        *expected.get_mut(to).expect("to") += amount;
+    }
+    let (status, voided) = cluster
+        .post(2, "/v1/transfers/lock-pending/void", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{voided}");
+    for node in ALL {
+        let balances = cluster.assert_invariants(node).await;
+        for (id, balance) in &expected {
+            assert_eq!(balances.get(id), Some(balance), "node {node}: {id}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while summary_field(&cluster, node, "sagas_running").await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "sagas left running on node {node}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
     }
 }

@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use cluster::saga::{self, Route};
-use futures::StreamExt;
 use ledger::limits::{AMOUNT_MAX, TEXT_BYTES_MAX, TIMEOUT_S_DEFAULT, TIMEOUT_S_MAX, TIMEOUT_S_MIN};
 use ledger::{
     Answer, Command, Currency, Outcome, Query, ReversalRequest, Reverses, ShardId, TransferId,
@@ -199,35 +198,13 @@ pub async fn batch(
             Err(error) => results[index] = error.body(),
         }
     }
-    // The rest run as sagas, a bounded number at once (each answers like its single call).
-    let saga_results: Vec<(
-        usize,
-        Route,
-        TransferKind,
-        Result<TransferOutcome, ApiError>,
-    )> = futures::stream::iter(sagas)
-        .map(|(index, route, request)| {
-            let app = app.clone();
-            async move {
-                let kind = request.kind;
-                let outcome = saga::transfer(&app.shards, request)
-                    .await
-                    .map_err(ApiError::from);
-                (index, route, kind, outcome)
-            }
-        })
-        .buffer_unordered(BATCH_SAGAS_CONCURRENCY)
-        .collect()
-        .await;
-    for (index, route, kind, outcome) in saga_results {
-        results[index] = match outcome {
-            Ok(outcome) => {
-                telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
-                answer(&outcome, route.payer).1
-            }
-            Err(error) => error.body(),
-        };
-    }
+    // The rest run as sagas in lockstep: each step of all of them is one command per shard
+    // (an item that strays is driven alone; each answers like its single call). The local
+    // items' batch commands go out at the same time.
+    let (routes, saga_requests): (Vec<(usize, Route, TransferKind)>, Vec<TransferRequest>) = sagas
+        .into_iter()
+        .map(|(index, route, request)| ((index, route, request.kind), request))
+        .unzip();
     let writes = by_group.into_values().map(|(shard, items)| {
         let app = app.clone();
         async move {
@@ -237,7 +214,28 @@ pub async fn batch(
             (shard, indexes, kinds, outcome)
         }
     });
-    for (shard, indexes, kinds, outcome) in futures::future::join_all(writes).await {
+    let (saga_outcomes, local_outcomes) = futures::future::join(
+        saga::transfers(&app.shards, saga_requests, BATCH_SAGAS_CONCURRENCY),
+        futures::future::join_all(writes),
+    )
+    .await;
+    telemetry::record_batch_sagas(
+        saga_outcomes
+            .answers
+            .len()
+            .saturating_sub(saga_outcomes.alone),
+        saga_outcomes.alone,
+    );
+    for ((index, route, kind), outcome) in routes.into_iter().zip(saga_outcomes.answers) {
+        results[index] = match outcome.map_err(ApiError::from) {
+            Ok(outcome) => {
+                telemetry::record_transfer(kind.as_str(), outcome_label(&outcome));
+                answer(&outcome, route.payer).1
+            }
+            Err(error) => error.body(),
+        };
+    }
+    for (shard, indexes, kinds, outcome) in local_outcomes {
         let outcomes = match outcome? {
             Outcome::Batch(outcomes) if outcomes.len() == indexes.len() => outcomes,
             other => {
