@@ -80,7 +80,11 @@ pub struct LogDb {
 impl LogDb {
     /// Opens (or creates) the database and starts its writer thread.
     pub fn open(path: &std::path::Path) -> Result<Arc<LogDb>, redb::DatabaseError> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(crate::limits::LOG_DB_CACHE_BYTES)
+                .create(path)?,
+        );
         let (jobs, queue) = mpsc::channel(LOG_QUEUE_MAX);
         let writer_db = db.clone();
         std::thread::Builder::new()

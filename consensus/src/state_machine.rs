@@ -80,7 +80,10 @@ fn snap_read_err(e: impl std::error::Error + 'static) -> StorageError {
 
 /// Opens (or creates) the node's state-machine database.
 pub fn open_sm_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
-    Ok(Arc::new(Database::create(path)?))
+    let db = Database::builder()
+        .set_cache_size(crate::limits::SM_DB_CACHE_BYTES)
+        .create(path)?;
+    Ok(Arc::new(db))
 }
 
 fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, StorageError> {

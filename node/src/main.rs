@@ -76,8 +76,32 @@ enum ClusterCmd {
     },
 }
 
+/// glibc's malloc gives each allocating thread its own arena and rarely hands their free space
+/// back: a node (tokio workers, the blocking pool, the log writer) measured ~3,300 bytes
+/// resident per account with the default arenas and ~2,240 with one, at the same throughput
+/// (bench/RESULTS.md, 2026-11-26). So a node restarts itself once, before any thread exists,
+/// with `MALLOC_ARENA_MAX=1`, unless the operator set the variable (to any value) already.
+const MALLOC_ARENAS: &str = "MALLOC_ARENA_MAX";
+
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os(MALLOC_ARENAS).is_none() {
+        use std::os::unix::process::CommandExt;
+        if let Ok(exe) = std::env::current_exe() {
+            let error = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env(MALLOC_ARENAS, "1")
+                .exec();
+            eprintln!("could not restart with {MALLOC_ARENAS}=1 ({error}); glibc's default arenas");
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Node { .. }) {
+        one_malloc_arena();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
