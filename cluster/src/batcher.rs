@@ -271,6 +271,17 @@ impl Batcher {
         let Some(admitted) = Admitted::take(&self.depth) else {
             return Err(RouteError::Overloaded);
         };
+        let answer = self.enqueue(shard, command, admitted).await?;
+        answered(answer).await
+    }
+
+    /// Hands one admitted command to the ShardActor; its answer arrives on the receiver.
+    async fn enqueue(
+        &self,
+        shard: ShardId,
+        command: Command,
+        admitted: Admitted,
+    ) -> Result<oneshot::Receiver<Result<Outcome, RouteError>>, RouteError> {
         let (reply, answer) = oneshot::channel();
         let item = Box::new(Item {
             shard,
@@ -279,9 +290,7 @@ impl Batcher {
             admitted: Some(admitted),
         });
         self.send(item).await?;
-        answer
-            .await
-            .map_err(|_| RouteError::Unavailable("the proposal was dropped".into()))?
+        Ok(answer)
     }
 
     /// Proposes several [`batchable`] commands (a `Command::Many` sent by a coordinator that
@@ -302,23 +311,11 @@ impl Batcher {
         };
         let mut answers = Vec::with_capacity(commands.len());
         for (command, admitted) in commands.into_iter().zip(places) {
-            let (reply, answer) = oneshot::channel();
-            let item = Box::new(Item {
-                shard,
-                command,
-                reply,
-                admitted: Some(admitted),
-            });
-            self.send(item).await?;
-            answers.push(answer);
+            answers.push(self.enqueue(shard, command, admitted).await?);
         }
         let mut outcomes = Vec::with_capacity(answers.len());
         for answer in answers {
-            outcomes.push(
-                answer
-                    .await
-                    .map_err(|_| RouteError::Unavailable("the proposal was dropped".into()))??,
-            );
+            outcomes.push(answered(answer).await?);
         }
         Ok(outcomes)
     }
@@ -418,6 +415,15 @@ impl Batcher {
         self.running()
             .is_some_and(|actor| actor.send_message(message).is_ok())
     }
+}
+
+/// A queued command's answer (`unavailable` when its proposal was dropped unanswered).
+async fn answered(
+    answer: oneshot::Receiver<Result<Outcome, RouteError>>,
+) -> Result<Outcome, RouteError> {
+    answer
+        .await
+        .map_err(|_| RouteError::Unavailable("the proposal was dropped".into()))?
 }
 
 fn fenced() -> RouteError {

@@ -132,19 +132,18 @@ pub async fn transfers(
     // Round 1: begin every saga at its id's home shard.
     let begins = requests
         .iter()
-        .enumerate()
-        .map(|(index, request)| {
+        .map(|request| {
             let route = Route::of(request, shards.shard_count());
             let begin = Command::SagaBegin {
                 request: request.clone(),
                 payer_shard: route.payer,
                 payee_shard: route.payee,
             };
-            (index, route.home, begin)
+            (route.home, begin)
         })
         .collect();
     let mut running: Vec<(usize, Saga)> = Vec::new();
-    for (index, outcome) in round(shards, begins).await {
+    for (index, outcome) in round(shards, begins).await.into_iter().enumerate() {
         let id = requests[index].id.clone();
         match outcome {
             Some(Outcome::Saga(SagaOutcome::Running(saga))) if in_lockstep(&saga) => {
@@ -163,22 +162,15 @@ pub async fn transfers(
 
     // Round 2: hold on the payers' shards. A refusal here ends the saga (recorded at home in
     // round 5); nothing was held, so nothing is to be credited.
-    let holds = running
-        .iter()
-        .map(|(index, saga)| {
-            (
-                *index,
-                saga.payer_shard,
-                Command::Hold(saga.request.clone()),
-            )
-        })
-        .collect();
     let mut held = Vec::new();
     let mut finishing: Vec<(usize, Saga, TransferOutcome)> = Vec::new();
-    let mut outcomes = round(shards, holds).await.into_iter();
+    let mut outcomes = round_of(shards, running.iter().map(|(_, saga)| saga), |saga| {
+        (saga.payer_shard, Command::Hold(saga.request.clone()))
+    })
+    .await;
     for (index, saga) in running {
         let id = saga.request.id.clone();
-        match outcomes.next().and_then(|(_, outcome)| outcome) {
+        match outcomes.next().flatten() {
             Some(Outcome::Leg(LegOutcome::Held { .. } | LegOutcome::Posted { .. })) => {
                 held.push((index, saga));
             }
@@ -194,20 +186,13 @@ pub async fn transfers(
 
     // Round 3: credit the payees. Anything but a credit (a rejection must void the hold, in
     // order) is driven alone.
-    let credits = held
-        .iter()
-        .map(|(index, saga)| {
-            (
-                *index,
-                saga.payee_shard,
-                Command::Credit(saga.request.clone()),
-            )
-        })
-        .collect();
     let mut credited = Vec::new();
-    let mut outcomes = round(shards, credits).await.into_iter();
+    let mut outcomes = round_of(shards, held.iter().map(|(_, saga)| saga), |saga| {
+        (saga.payee_shard, Command::Credit(saga.request.clone()))
+    })
+    .await;
     for (index, saga) in held {
-        match outcomes.next().and_then(|(_, outcome)| outcome) {
+        match outcomes.next().flatten() {
             Some(Outcome::Leg(LegOutcome::Credited { to_balance, .. })) => {
                 credited.push((index, saga, to_balance));
             }
@@ -216,61 +201,37 @@ pub async fn transfers(
     }
 
     // Round 4: post the holds.
-    let posts = credited
-        .iter()
-        .map(|(index, saga, _)| {
-            (
-                *index,
-                saga.payer_shard,
-                Command::PostHold(saga.request.id.clone()),
-            )
-        })
-        .collect();
-    let mut outcomes = round(shards, posts).await.into_iter();
+    let mut outcomes = round_of(shards, credited.iter().map(|(_, saga, _)| saga), |saga| {
+        (saga.payer_shard, Command::PostHold(saga.request.id.clone()))
+    })
+    .await;
     for (index, saga, to_balance) in credited {
-        match outcomes.next().and_then(|(_, outcome)| outcome) {
-            Some(Outcome::Leg(LegOutcome::Posted {
-                fee,
-                from_balance,
-                daily_room,
-                log_index,
-                log_pos,
-            })) => {
-                let request = &saga.request;
-                let answer = TransferOutcome::Accepted(Accepted {
-                    id: request.id.clone(),
-                    status: TransferStatus::Completed,
-                    amount: request.amount,
-                    fee,
-                    from_balance,
-                    to_balance,
-                    daily_room,
-                    log_index,
-                    log_pos,
-                });
-                finishing.push((index, saga, answer));
-            }
-            _ => alone.push((index, Alone::Drive(Box::new(saga)))),
+        let answer = outcomes
+            .next()
+            .flatten()
+            .and_then(|outcome| completed(&saga.request, &outcome, to_balance));
+        match answer {
+            Some(answer) => finishing.push((index, saga, answer)),
+            None => alone.push((index, Alone::Drive(Box::new(saga)))),
         }
     }
 
     // Round 5: record every answer at its home shard.
-    let count_shards = shards.shard_count();
     let finishes = finishing
         .iter()
-        .map(|(index, saga, answer)| {
+        .map(|(_, saga, answer)| {
             let id = saga.request.id.clone();
-            let home = ledger::home_of(&id, count_shards);
+            let home = ledger::home_of(&id, shards.shard_count());
             let finish = Command::SagaFinish {
                 id,
                 answer: answer.clone(),
             };
-            (*index, home, finish)
+            (home, finish)
         })
         .collect();
     let mut outcomes = round(shards, finishes).await.into_iter();
     for (index, saga, _) in finishing {
-        match outcomes.next().and_then(|(_, outcome)| outcome) {
+        match outcomes.next().flatten() {
             Some(Outcome::Saga(SagaOutcome::Finished(answer))) => answers[index] = Some(Ok(answer)),
             _ => alone.push((index, Alone::Drive(Box::new(saga)))),
         }
@@ -327,17 +288,24 @@ fn in_lockstep(saga: &Saga) -> bool {
         && saga.payer_shard != saga.payee_shard
 }
 
-/// One lockstep round: the commands grouped per shard into one `Command::Many` each, the
-/// shards written concurrently. Returns each item's outcome in the order given (`None` where
-/// its shard did not answer, or answered out of shape).
-async fn round(
+/// One lockstep round of one step per saga: `step` names each saga's shard and command.
+/// Returns the outcomes in the order of `sagas` (see [`round`]).
+async fn round_of<'a>(
     shards: &Shards,
-    items: Vec<(usize, ShardId, Command)>,
-) -> Vec<(usize, Option<Outcome>)> {
+    sagas: impl Iterator<Item = &'a Saga>,
+    step: impl Fn(&Saga) -> (ShardId, Command),
+) -> std::vec::IntoIter<Option<Outcome>> {
+    round(shards, sagas.map(step).collect()).await.into_iter()
+}
+
+/// One lockstep round: the commands grouped per shard into one `Command::Many` each, the
+/// shards written concurrently. Returns each command's outcome in the order given (`None` where
+/// its shard did not answer, or answered out of shape).
+async fn round(shards: &Shards, items: Vec<(ShardId, Command)>) -> Vec<Option<Outcome>> {
     use std::collections::BTreeMap;
-    let order: Vec<(usize, ShardId)> = items.iter().map(|(i, s, _)| (*i, *s)).collect();
+    let order: Vec<ShardId> = items.iter().map(|(shard, _)| *shard).collect();
     let mut by_shard: BTreeMap<ShardId, Vec<Command>> = BTreeMap::new();
-    for (_, shard, command) in items {
+    for (shard, command) in items {
         by_shard.entry(shard).or_default().push(command);
     }
     let writes = by_shard.into_iter().map(|(shard, commands)| async move {
@@ -362,11 +330,37 @@ async fn round(
             .collect();
     order
         .into_iter()
-        .map(|(index, shard)| {
-            let outcome = per_shard.get_mut(&shard).and_then(Iterator::next);
-            (index, outcome)
-        })
+        .map(|shard| per_shard.get_mut(&shard).and_then(Iterator::next))
         .collect()
+}
+
+/// The answer of a completed transfer: its hold posted (`Posted`), its payee credited to
+/// `to_balance`. `None` for any other outcome.
+fn completed(
+    request: &TransferRequest,
+    posted: &Outcome,
+    to_balance: i64,
+) -> Option<TransferOutcome> {
+    match *posted {
+        Outcome::Leg(LegOutcome::Posted {
+            fee,
+            from_balance,
+            daily_room,
+            log_index,
+            log_pos,
+        }) => Some(TransferOutcome::Accepted(Accepted {
+            id: request.id.clone(),
+            status: TransferStatus::Completed,
+            amount: request.amount,
+            fee,
+            from_balance,
+            to_balance,
+            daily_room,
+            log_index,
+            log_pos,
+        })),
+        _ => None,
+    }
 }
 
 async fn begin_and_drive(
@@ -631,29 +625,9 @@ async fn post(
     saga: &Saga,
     to_balance: i64,
 ) -> Result<TransferOutcome, RouteError> {
-    let request = &saga.request;
-    let id = request.id.clone();
-    let post = Command::PostHold(id.clone());
-    match step(shards, saga.payer_shard, post).await? {
-        Outcome::Leg(LegOutcome::Posted {
-            fee,
-            from_balance,
-            daily_room,
-            log_index,
-            log_pos,
-        }) => Ok(TransferOutcome::Accepted(Accepted {
-            id,
-            status: TransferStatus::Completed,
-            amount: request.amount,
-            fee,
-            from_balance,
-            to_balance,
-            daily_room,
-            log_index,
-            log_pos,
-        })),
-        other => Err(unexpected(&other)),
-    }
+    let post = Command::PostHold(saga.request.id.clone());
+    let outcome = step(shards, saga.payer_shard, post).await?;
+    completed(&saga.request, &outcome, to_balance).ok_or_else(|| unexpected(&outcome))
 }
 
 /// Redress: fences the payee's leg first; a credit that landed after all is posted, anything
