@@ -161,17 +161,29 @@ pub async fn transfers(
     }
 
     // Round 2: hold on the payers' shards. A refusal here ends the saga (recorded at home in
-    // round 5); nothing was held, so nothing is to be credited.
+    // round 5); nothing was held, so nothing is to be credited. A saga whose payer and payee
+    // share a shard (only its id is homed elsewhere) is one local transfer there instead, and
+    // goes straight to round 5.
     let mut held = Vec::new();
     let mut finishing: Vec<(usize, Saga, TransferOutcome)> = Vec::new();
     let mut outcomes = round_of(shards, running.iter().map(|(_, saga)| saga), |saga| {
-        (saga.payer_shard, Command::Hold(saga.request.clone()))
+        let command = if saga.payer_shard == saga.payee_shard {
+            Command::Transfer(saga.request.clone())
+        } else {
+            Command::Hold(saga.request.clone())
+        };
+        (saga.payer_shard, command)
     })
     .await;
     for (index, saga) in running {
         let id = saga.request.id.clone();
         match outcomes.next().flatten() {
-            Some(Outcome::Leg(LegOutcome::Held { .. } | LegOutcome::Posted { .. })) => {
+            Some(Outcome::Transfer(answer)) if saga.payer_shard == saga.payee_shard => {
+                finishing.push((index, saga, answer));
+            }
+            Some(Outcome::Leg(LegOutcome::Held { .. } | LegOutcome::Posted { .. }))
+                if saga.payer_shard != saga.payee_shard =>
+            {
                 held.push((index, saga));
             }
             Some(Outcome::Leg(LegOutcome::Rejected(code))) => {
@@ -285,7 +297,6 @@ fn in_lockstep(saga: &Saga) -> bool {
         && saga.decision.is_none()
         && saga.reverses.is_none()
         && !saga.request.pending
-        && saga.payer_shard != saga.payee_shard
 }
 
 /// One lockstep round of one step per saga: `step` names each saga's shard and command.

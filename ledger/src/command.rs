@@ -89,6 +89,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// How many commands this is: the items of a `Batch` or `Many`, else 1.
+    pub fn count(&self) -> usize {
+        match self {
+            Command::Batch(requests) => requests.len(),
+            Command::Many(commands) => commands.iter().map(Command::count).sum(),
+            _ => 1,
+        }
+    }
+
     /// The command's name, for logs and the admin log view.
     pub fn name(&self) -> &'static str {
         match self {

@@ -24,37 +24,88 @@ pub const FLOAT: &str = "float";
 pub const FEES: &str = "fees";
 const SYSTEM_NAMES: [&str; 2] = [FLOAT, FEES];
 
+/// Bytes of the longest account id: `+` and 15 digits (system names are shorter).
+const ACCOUNT_ID_BYTES: usize = 16;
+
 /// An account id: an E.164 number (`+` then 8 to 15 digits, the first not 0) or a system name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AccountId(String);
+///
+/// Held inline — its ASCII bytes, zero-padded to 16 — so an id is 16 bytes with no heap
+/// allocation: the ledger keeps millions of them (map keys, statement lines), and
+/// comparing two is one 16-byte compare instead of a pointer chase. The derived order of the
+/// padded bytes is the order of the strings (a shorter id sorts before its extensions); the
+/// wire and snapshot form is the string, as before.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId([u8; ACCOUNT_ID_BYTES]);
+
+impl Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Read from a string without allocating one (postcard and serde_json lend their input): every
+/// command decoded on every replica carries account ids, and a snapshot millions of them.
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(Parsed(AccountId::parse, "an account id"))
+    }
+}
+
+/// A serde visitor that parses a borrowed string with `.0` (no `String` allocated).
+struct Parsed<T>(fn(&str) -> Result<T, IdError>, &'static str);
+
+impl<T> serde::de::Visitor<'_> for Parsed<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(E::custom)
+    }
+}
 
 impl AccountId {
     pub fn parse(text: &str) -> Result<AccountId, IdError> {
         if SYSTEM_NAMES.contains(&text) || is_e164(text) {
-            return Ok(AccountId(text.to_string()));
+            return Ok(AccountId::inline(text));
         }
         Err(IdError::AccountId)
     }
 
+    /// `text` is a valid id: ASCII, not empty, at most 16 bytes, no NUL.
+    fn inline(text: &str) -> AccountId {
+        let mut bytes = [0u8; ACCOUNT_ID_BYTES];
+        bytes
+            .get_mut(..text.len())
+            .expect("a valid account id fits in 16 bytes")
+            .copy_from_slice(text.as_bytes());
+        AccountId(bytes)
+    }
+
     pub fn float() -> AccountId {
-        AccountId(FLOAT.to_string())
+        AccountId::inline(FLOAT)
     }
 
     pub fn fees() -> AccountId {
-        AccountId(FEES.to_string())
+        AccountId::inline(FEES)
     }
 
     pub fn is_system(&self) -> bool {
-        SYSTEM_NAMES.contains(&self.0.as_str())
+        SYSTEM_NAMES.contains(&self.as_str())
     }
 
     pub fn is_float(&self) -> bool {
-        self.0 == FLOAT
+        self.as_str() == FLOAT
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        let len = self
+            .0
+            .iter()
+            .position(|byte| *byte == 0)
+            .unwrap_or(ACCOUNT_ID_BYTES);
+        std::str::from_utf8(self.0.get(..len).unwrap_or_default())
+            .expect("an account id holds ASCII only")
     }
 }
 
@@ -67,22 +118,21 @@ fn is_e164(text: &str) -> bool {
     length_ok && all_digits && !digits.starts_with('0')
 }
 
-impl TryFrom<String> for AccountId {
-    type Error = IdError;
-    fn try_from(text: String) -> Result<Self, IdError> {
-        AccountId::parse(&text)
-    }
-}
-
 impl From<AccountId> for String {
     fn from(id: AccountId) -> String {
-        id.0
+        id.as_str().to_string()
     }
 }
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AccountId").field(&self.as_str()).finish()
     }
 }
 
@@ -128,9 +178,15 @@ impl fmt::Display for TransferId {
 }
 
 /// An ISO 4217 alphabetic code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct Currency([u8; 3]);
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(Parsed(Currency::parse, "an ISO 4217 currency code"))
+    }
+}
 
 impl Currency {
     pub fn parse(text: &str) -> Result<Currency, IdError> {
@@ -223,6 +279,32 @@ mod tests {
         ] {
             assert_eq!(AccountId::parse(bad), Err(IdError::AccountId), "{bad}");
         }
+    }
+
+    /// Goal: the inline form changes nothing visible. Method: for arbitrary valid ids (E.164
+    /// of every length, and the system names), the text round-trips (also through postcard
+    /// and JSON), ids order as their strings do, and an id is 16 bytes.
+    #[test]
+    fn inline_account_ids_behave_as_their_strings() {
+        use proptest::prelude::*;
+        assert_eq!(std::mem::size_of::<AccountId>(), 16);
+        let id = prop_oneof![
+            "\\+[1-9][0-9]{7,14}",
+            Just(FLOAT.to_string()),
+            Just(FEES.to_string()),
+        ];
+        proptest!(|(a in id.clone(), b in id)| {
+            let (x, y) = (AccountId::parse(&a).expect("valid"), AccountId::parse(&b).expect("valid"));
+            prop_assert_eq!(x.as_str(), a.as_str());
+            prop_assert_eq!(x.to_string(), a.clone());
+            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            prop_assert_eq!(x == y, a == b);
+            let bytes = postcard::to_allocvec(&x).expect("encode");
+            prop_assert_eq!(&bytes, &postcard::to_allocvec(&a).expect("encode"));
+            prop_assert_eq!(postcard::from_bytes::<AccountId>(&bytes).expect("decode"), x.clone());
+            let json = serde_json::to_string(&x).expect("json");
+            prop_assert_eq!(serde_json::from_str::<AccountId>(&json).expect("json back"), x);
+        });
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod time;
 pub mod transfer;
 pub mod views;
 
-pub use account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount};
+pub use account::{Account, AccountKind, AccountStatus, Direction, Entry, NewAccount, Statement};
 pub use codes::Code;
 pub use command::{Command, Outcome};
 pub use day::{Day, DayClose, Schedule};

@@ -31,18 +31,22 @@ pub const LEDGER_FORMAT_VERSION: u32 = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     pub(crate) currency: Currency,
+    #[serde(deserialize_with = "dense_map")]
     pub(crate) accounts: BTreeMap<AccountId, Account>,
+    #[serde(deserialize_with = "dense_map")]
     pub(crate) transfers: BTreeMap<TransferId, Transfer>,
     /// Pending transfers by deadline.
     pub(crate) expiries: BTreeSet<(u64, TransferId)>,
     pub(crate) tariff: Tariff,
     /// Cross-shard transfers whose home is this shard (see [`crate::saga`]).
+    #[serde(deserialize_with = "dense_map")]
     pub(crate) sagas: BTreeMap<TransferId, Saga>,
     /// Running sagas by deadline.
     pub(crate) saga_deadlines: BTreeSet<(u64, TransferId)>,
     /// Pending sagas waiting for post or void, by expiry.
     pub(crate) saga_expiries: BTreeSet<(u64, TransferId)>,
     /// This shard's legs of cross-shard transfers.
+    #[serde(deserialize_with = "dense_map")]
     pub(crate) legs: BTreeMap<TransferId, Leg>,
     /// When business days end (see [`crate::day`]).
     pub(crate) schedule: Schedule,
@@ -50,6 +54,36 @@ pub struct Ledger {
     pub(crate) day: Day,
     /// Closed business days, oldest first.
     pub(crate) closes: VecDeque<DayClose>,
+}
+
+/// Reads a map of a snapshot into a `BTreeMap` built in bulk from its sorted pairs, so every
+/// node is full: inserted one by one in key order (serde's way), each node would be left
+/// about half full, and a large ledger would take nearly twice the memory after a restart.
+fn dense_map<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Deserialize<'de> + Ord,
+    V: Deserialize<'de>,
+{
+    struct Pairs<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> serde::de::Visitor<'de> for Pairs<K, V> {
+        type Value = BTreeMap<K, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            // The length prefix is untrusted: reserve at most a bounded number up front.
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(pair) = map.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs.into_iter().collect())
+        }
+    }
+    deserializer.deserialize_map(Pairs(std::marker::PhantomData))
 }
 
 pub(crate) fn add(a: i64, b: i64) -> i64 {
@@ -70,7 +104,7 @@ fn system_account(id: AccountId, name: &str, currency: Currency) -> Account {
     Account {
         id,
         kind: AccountKind::System,
-        name: name.to_string(),
+        name: name.into(),
         currency,
         status: AccountStatus::Active,
         balance: 0,
@@ -469,7 +503,7 @@ impl Ledger {
         let account = Account {
             id: new.id.clone(),
             kind: new.kind,
-            name: new.name.clone(),
+            name: new.name.as_str().into(),
             currency: new.currency,
             status: AccountStatus::Active,
             balance: 0,
@@ -1082,10 +1116,7 @@ pub(crate) fn shape_check(request: &TransferRequest) -> Result<(), Code> {
 }
 
 pub(crate) fn push_entry(account: &mut Account, entry: Entry) {
-    account.entries.push_back(entry);
-    if account.entries.len() > STATEMENT_KEEP_MAX {
-        account.entries.pop_front();
-    }
+    account.entries.push(entry, STATEMENT_KEEP_MAX);
 }
 
 /// FNV-1a, 64 bits: simple, stable, good enough to tell replicas apart.

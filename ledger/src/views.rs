@@ -39,7 +39,7 @@ impl AccountView {
         AccountView {
             id: account.id.clone(),
             kind: account.kind,
-            name: account.name.clone(),
+            name: account.name.to_string(),
             currency: account.currency,
             status: account.status,
             balance: account.balance,

@@ -314,7 +314,7 @@ fn check_money(ledger: &Ledger) {
 /// Every statement line follows from the previous one, and the last one is the balance.
 fn check_statement(account: &Account) {
     let mut previous: Option<i64> = None;
-    for entry in &account.entries {
+    for entry in account.entries.iter() {
         let change = i64::try_from(entry.amount).expect("bounded");
         if let Some(before) = previous {
             let expected = match entry.direction {

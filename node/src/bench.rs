@@ -39,8 +39,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the run's end, transfers still failing get this long to be retried, then count as
 /// unresolved (so a stalled cluster cannot keep the bench running for minutes).
 const RETRY_GRACE: Duration = Duration::from_secs(10);
-/// Largest account count: the index has 6 digits in the account id.
+/// Largest account count of a run with transfers (each account is funded, and read back for
+/// the conservation check).
 const ACCOUNTS_MAX: usize = 1_000_000;
+/// Accounts `--open-only` may open (the account id has room for 10,000,000 indexes).
+const IDLE_ACCOUNTS_MAX: usize = 10_000_000;
+/// Accounts per `POST /v1/accounts/batch` while setting up.
+const OPEN_CHUNK: usize = 4096;
 /// Open loop: requests scheduled but still waiting for a free slot, at most; past it the
 /// schedule's requests are not sent and count as `not_sent_backlog` (the server is far behind).
 const OPEN_BACKLOG_MAX: u64 = 100_000;
@@ -56,9 +61,13 @@ pub struct BenchArgs {
     /// Admin bearer token.
     #[arg(long)]
     pub token: String,
-    /// Accounts created and funded for the run (2..=1000000).
+    /// Accounts created and funded for the run (2..=1000000; up to 10000000 with --open-only).
     #[arg(long, default_value_t = 1000)]
     pub accounts: usize,
+    /// Only open the accounts (no funding, no transfers) and report how fast: for sizing the
+    /// memory and the restart of a node holding many idle accounts.
+    #[arg(long)]
+    pub open_only: bool,
     /// How long to send transfers: 500ms, 30s, 2m, 1h (a bare number is seconds).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -88,7 +97,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
     );
     eprintln!("run {tag}: creating {} accounts ...", ids.len());
+    let opening = Instant::now();
     create_accounts(&bench, &ids, &tag, currency.as_deref()).await?;
+    if args.open_only {
+        let seconds = opening.elapsed().as_secs_f64();
+        println!(
+            "opened {} accounts in {seconds:.1} s ({:.0}/s)",
+            ids.len(),
+            ids.len() as f64 / seconds.max(f64::EPSILON)
+        );
+        return Ok(());
+    }
     eprintln!("run {tag}: funding them with {FUNDING} each ...");
     fund_accounts(&bench, &ids, &tag).await?;
     // Read after funding: a configured fee on `issue` is paid by `float`, not by bench accounts.
@@ -132,9 +151,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Validates the arguments; returns the targets without trailing slashes.
 fn check_args(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    let accounts_max = if args.open_only {
+        IDLE_ACCOUNTS_MAX
+    } else {
+        ACCOUNTS_MAX
+    };
     ensure!(
-        (2..=ACCOUNTS_MAX).contains(&args.accounts),
-        "--accounts must be between 2 and {ACCOUNTS_MAX}"
+        (2..=accounts_max).contains(&args.accounts),
+        "--accounts must be between 2 and {accounts_max}"
     );
     ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     ensure!(
@@ -332,35 +356,82 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50 * u64::from(attempt))
 }
 
-/// Creates the accounts, 64 at once. An account that already exists is accepted only when it is
-/// empty (typically created by an earlier attempt of the same request).
+/// Opens the accounts through `POST /v1/accounts/batch`, [`OPEN_CHUNK`] per request and
+/// [`FUNDING_CONCURRENCY`] requests at once. An account that already exists is accepted only
+/// when it is empty (typically opened by an earlier attempt of the same request); items that
+/// answer a code a retry may cure ([`RETRYABLE_CODES`]) are sent again, a bounded number of times.
 async fn create_accounts(
     bench: &Bench,
     ids: &[String],
     tag: &str,
     currency: Option<&str>,
 ) -> anyhow::Result<()> {
-    stream::iter(ids.iter().enumerate())
-        .map(|(index, id)| async move {
-            let mut body = json!({"id": id, "kind": "customer", "name": format!("bench {tag} {index}")});
-            if let Some(currency) = currency {
-                body["currency"] = json!(currency);
-            }
-            let (status, answer) = bench.call(reqwest::Method::POST, "/v1/accounts", Some(&body)).await?;
-            match status {
-                201 => Ok(()),
-                409 => {
-                    let account = get_account(bench, id).await?;
-                    let empty = ["balance", "pending_out", "pending_in"].iter().all(|field| account[field] == 0);
-                    ensure!(empty, "account {id} already exists with money (run tag collision): retry the bench");
-                    Ok(())
-                }
-                _ => bail!("creating {id} answered {status}: {answer}"),
-            }
+    // Each chunk's bodies are built when it is sent: ten million JSON values at once would
+    // take gigabytes.
+    let item = |index: usize, id: &String| {
+        let mut body =
+            json!({"id": id, "kind": "customer", "name": format!("bench {tag} {index}")});
+        if let Some(currency) = currency {
+            body["currency"] = json!(currency);
+        }
+        body
+    };
+    stream::iter(ids.chunks(OPEN_CHUNK).enumerate())
+        .map(|(chunk, chunk_ids)| {
+            let first = chunk * OPEN_CHUNK;
+            let items = chunk_ids
+                .iter()
+                .enumerate()
+                .map(|(offset, id)| item(first + offset, id))
+                .collect();
+            open_chunk(bench, items)
         })
-        .buffer_unordered(SETUP_CONCURRENCY)
+        .buffer_unordered(FUNDING_CONCURRENCY)
         .try_collect::<()>()
         .await
+}
+
+async fn open_chunk(bench: &Bench, mut items: Vec<Value>) -> anyhow::Result<()> {
+    for attempt in 1..=ATTEMPTS {
+        let body = json!({ "accounts": items });
+        let (status, answer) = bench
+            .call(reqwest::Method::POST, "/v1/accounts/batch", Some(&body))
+            .await?;
+        ensure!(
+            status == 200,
+            "opening accounts answered {status}: {answer}"
+        );
+        let results = answer["results"].as_array().cloned().unwrap_or_default();
+        ensure!(
+            results.len() == items.len(),
+            "opening accounts answered {answer}"
+        );
+        let mut again = Vec::new();
+        for (item, result) in items.into_iter().zip(results) {
+            let id = item["id"].as_str().unwrap_or_default().to_string();
+            match result["error"]["code"].as_str() {
+                None => {}
+                Some("account_exists") => {
+                    let account = get_account(bench, &id).await?;
+                    let empty = ["balance", "pending_out", "pending_in"]
+                        .iter()
+                        .all(|field| account[field] == 0);
+                    ensure!(empty, "account {id} already exists with money (run tag collision): retry the bench");
+                }
+                Some(code) if RETRYABLE_CODES.contains(&code) => again.push(item),
+                Some(_) => bail!("opening {id} answered {result}"),
+            }
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        items = again;
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    bail!(
+        "{} accounts could not be opened after {ATTEMPTS} attempts",
+        items.len()
+    )
 }
 
 async fn get_account(bench: &Bench, id: &str) -> anyhow::Result<Value> {

@@ -40,6 +40,10 @@ pub struct RaftTuning {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot after this many applied entries since the last one.
     pub snapshot_logs_since_last: u64,
+    /// Also build one after this many applied commands since the last (an entry may carry
+    /// thousands; a restart replays every command behind the snapshot).
+    #[serde(default = "default_snapshot_commands")]
+    pub snapshot_commands_since_last: u64,
     /// Log entries kept behind the last snapshot before purging.
     pub logs_to_keep: u64,
 }
@@ -51,9 +55,14 @@ impl Default for RaftTuning {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             snapshot_logs_since_last: 20_000,
+            snapshot_commands_since_last: default_snapshot_commands(),
             logs_to_keep: 1000,
         }
     }
+}
+
+fn default_snapshot_commands() -> u64 {
+    crate::limits::SNAPSHOT_COMMANDS_SINCE_LAST
 }
 
 /// Bounds of the account actors (see `actors::limits` for the defaults and what they mean).
@@ -165,8 +174,11 @@ impl Config {
         if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
             return Err("raft: election_timeout_max_ms must exceed election_timeout_min_ms".into());
         }
-        if raft.snapshot_logs_since_last == 0 {
-            return Err("raft: snapshot_logs_since_last must be positive".into());
+        if raft.snapshot_logs_since_last == 0 || raft.snapshot_commands_since_last == 0 {
+            return Err(
+                "raft: snapshot_logs_since_last and snapshot_commands_since_last must be positive"
+                    .into(),
+            );
         }
         let actors = &self.actors;
         if actors.account_inflight_max == 0

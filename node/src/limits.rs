@@ -24,3 +24,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 const _: () = assert!(BATCH_MAX * 256 <= BODY_BYTES_MAX);
 const _: () = assert!(STATEMENT_LIMIT_DEFAULT <= STATEMENT_LIMIT_MAX);
+
+/// Commands applied on a group since its last snapshot after which the node snapshots it at
+/// once, whatever the entry count (openraft's policy counts entries, and one entry of a batch
+/// carries thousands of commands). Large, because a snapshot under load costs (measured: one
+/// every 250,000 commands took batch p99 from 0.9 s to 7.5 s); see the quiet rule below.
+pub const SNAPSHOT_COMMANDS_SINCE_LAST: u64 = 2_000_000;
+/// The quiet rule: a group that has applied at least this many commands since its last
+/// snapshot (or the bound above, if lower) and then nothing for `SNAPSHOT_QUIET_AFTER` is
+/// snapshotted too, so a restart after a bulk load or a busy spell replays little.
+pub const SNAPSHOT_QUIET_COMMANDS_MIN: u64 = 10_000;
+pub const SNAPSHOT_QUIET_AFTER: Duration = Duration::from_secs(3);
+/// How often the node looks at those counts.
+pub const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -67,6 +67,9 @@ enum ClusterCmd {
         /// Snapshot after this many entries (small values make tests exercise snapshots).
         #[arg(long, default_value_t = 20_000)]
         snapshot_logs: u64,
+        /// Snapshot also after this many commands (entries can carry thousands).
+        #[arg(long, default_value_t = limits::SNAPSHOT_COMMANDS_SINCE_LAST)]
+        snapshot_commands: u64,
         /// Log entries kept behind a snapshot.
         #[arg(long, default_value_t = 1000)]
         logs_to_keep: u64,
@@ -115,12 +118,14 @@ fn main() -> anyhow::Result<()> {
                     http_port,
                     token,
                     snapshot_logs,
+                    snapshot_commands,
                     logs_to_keep,
                     shards,
                 },
         } => {
             let tuning = config::RaftTuning {
                 snapshot_logs_since_last: snapshot_logs,
+                snapshot_commands_since_last: snapshot_commands,
                 logs_to_keep,
                 ..Default::default()
             };

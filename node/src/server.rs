@@ -2,7 +2,7 @@
 //! graceful stop on SIGTERM or SIGINT.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -16,7 +16,10 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::limits::{HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE};
+use crate::limits::{
+    HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHECK_EVERY, SNAPSHOT_QUIET_AFTER,
+    SNAPSHOT_QUIET_COMMANDS_MIN,
+};
 use crate::telemetry;
 
 /// The node that should lead a shard when it is up: shards are dealt round-robin over the
@@ -79,21 +82,29 @@ fn peers(config: &Config, tls: &TlsFiles) -> anyhow::Result<Arc<Peers>> {
     Ok(Arc::new(Peers::new(clients)))
 }
 
+/// Each group's Raft handle and its count of commands applied since its last snapshot.
+type SnapshotCounts = Vec<(Raft, Arc<AtomicU64>)>;
+
 async fn open_groups(
     config: &Config,
     peers: &Arc<Peers>,
     currency: Currency,
     clock: &Arc<Clock>,
-) -> anyhow::Result<Vec<Group>> {
+) -> anyhow::Result<(Vec<Group>, SnapshotCounts)> {
     let log_db =
         open_log_db(&config.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
     let sm_db =
         open_sm_db(&config.data_dir.join("state.redb")).context("opening the state machine")?;
     let mut groups = Vec::new();
+    let mut counts = Vec::new();
+    let states = load_states(config.shards, |group| {
+        StateMachineStore::open(sm_db.clone(), group, currency)
+            .with_context(|| format!("loading group {group}'s state"))
+    })?;
     // One Raft group per shard, all sharing the node's two databases and its transport.
-    for group in 0..config.shards {
-        let sm = StateMachineStore::open(sm_db.clone(), group, currency)?;
+    for (group, sm) in (0..config.shards).zip(states) {
         let reader = sm.reader();
+        let applied = sm.commands_since_snapshot();
         let network = NetworkFactory::new(peers.clone(), group);
         let mut log = LogStore::new(log_db.clone(), group);
         let startup_term = log.read_vote().await?.map_or(0, |vote| vote.leader_id.term);
@@ -106,6 +117,7 @@ async fn open_groups(
         let log_view = log.clone();
         let raft_config = raft_config(config, group)?;
         let raft = Raft::new(config.node_id, raft_config, network, log, sm).await?;
+        counts.push((raft.clone(), applied));
         groups.push(Group::new(
             raft,
             reader,
@@ -115,7 +127,80 @@ async fn open_groups(
             log_view,
         ));
     }
-    Ok(groups)
+    Ok((groups, counts))
+}
+
+/// Loads every group's state machine from its last snapshot, on as many threads as the machine
+/// has cores (decoding a large ledger is most of a restart), in group order.
+fn load_states(
+    shards: u32,
+    open: impl Fn(u32) -> anyhow::Result<StateMachineStore> + Sync,
+) -> anyhow::Result<Vec<StateMachineStore>> {
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(usize::try_from(shards).unwrap_or(1));
+    let mut loaded: Vec<(u32, StateMachineStore)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<Vec<(u32, StateMachineStore)>> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let group = next.fetch_add(1, Ordering::AcqRel);
+                        if group >= shards {
+                            return Ok(mine);
+                        }
+                        mine.push((group, open(group)?));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            let mine = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("a state-loading thread panicked"))??;
+            all.extend(mine);
+        }
+        Ok::<_, anyhow::Error>(all)
+    })?;
+    loaded.sort_by_key(|(group, _)| *group);
+    tracing::info!(
+        groups = shards,
+        threads = workers,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state machines loaded from their snapshots"
+    );
+    Ok(loaded.into_iter().map(|(_, sm)| sm).collect())
+}
+
+/// Snapshots a group once it has applied `bound` commands since its last snapshot, or once it
+/// has applied a fair number (`SNAPSHOT_QUIET_COMMANDS_MIN`) and then gone quiet for
+/// `SNAPSHOT_QUIET_AFTER` (openraft's policy counts entries only). A group already building a
+/// snapshot ignores the trigger.
+async fn snapshot_by_commands(counts: SnapshotCounts, bound: u64) {
+    let quiet_min = bound.min(SNAPSHOT_QUIET_COMMANDS_MIN);
+    // Per group: the count last seen, and since when it has not moved.
+    let mut seen: Vec<(u64, std::time::Instant)> =
+        vec![(0, std::time::Instant::now()); counts.len()];
+    let mut tick = tokio::time::interval(SNAPSHOT_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (group, ((raft, applied), seen)) in counts.iter().zip(seen.iter_mut()).enumerate() {
+            let now = applied.load(Ordering::Acquire);
+            if now != seen.0 {
+                *seen = (now, std::time::Instant::now());
+            }
+            let quiet = now >= quiet_min && seen.1.elapsed() >= SNAPSHOT_QUIET_AFTER;
+            if now >= bound || quiet {
+                if let Err(error) = raft.trigger().snapshot().await {
+                    tracing::warn!(group, %error, "snapshot trigger refused");
+                }
+            }
+        }
+    }
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -131,7 +216,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let peers = peers(&config, &tls)?;
     let clock = Arc::new(Clock::default());
-    let groups = open_groups(&config, &peers, currency, &clock).await?;
+    let (groups, snapshot_counts) = open_groups(&config, &peers, currency, &clock).await?;
+    tokio::spawn(snapshot_by_commands(
+        snapshot_counts,
+        config.raft.snapshot_commands_since_last,
+    ));
     let preferred = (0..config.shards)
         .map(|shard| preferred_leader(&config, shard))
         .collect();

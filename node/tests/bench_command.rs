@@ -1,7 +1,7 @@
 //! Goal: `cellpay bench` works against a real 3-node, 8-shard cluster in both load shapes — the
 //! closed loop (workers) and the open loop (`--rate`, a fixed schedule) — reports latency
 //! percentiles up to p999 and errors by code, checks conservation, and writes its report as
-//! JSON (`--json`) for tracking.
+//! JSON (`--json`) for tracking; `--open-only` opens accounts in bulk and does nothing else.
 
 mod common;
 
@@ -72,4 +72,21 @@ async fn bench_runs_closed_and_open_loop_and_writes_json() {
     for node in 1..=3 {
         cluster.assert_invariants(node).await;
     }
+
+    // --open-only: opens the accounts (through POST /v1/accounts/batch) and nothing else.
+    let before = cluster.accounts(1).await.len();
+    let targets: Vec<String> = (1..=3).map(|node| cluster.api.url(node, "")).collect();
+    let output = tokio::process::Command::new(BIN)
+        .args(["bench", "--target", &targets.join(","), "--token", TOKEN])
+        .args(["--accounts", "9000", "--open-only"])
+        .output()
+        .await
+        .expect("cellpay bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("opened 9000 accounts in "), "{stdout}");
+    let accounts = cluster.accounts(2).await;
+    assert_eq!(accounts.len(), before + 9000);
+    let opened = accounts.iter().filter(|account| account["balance"] == 0);
+    assert!(opened.count() >= 9000, "the opened accounts hold nothing");
 }

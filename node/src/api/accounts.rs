@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::App;
-use crate::limits::{ACCOUNTS_PAGE_MAX, STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX};
+use crate::limits::{ACCOUNTS_PAGE_MAX, BATCH_MAX, STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,10 +57,8 @@ fn parse_limit(
     }
 }
 
-pub async fn create(
-    State(app): State<App>,
-    ApiJson(body): ApiJson<CreateAccountBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// Checks a body into the account it opens (nothing is written when it fails).
+fn new_account(app: &App, body: CreateAccountBody) -> Result<NewAccount, ApiError> {
     let id = parse_account_id(&body.id)?;
     let kind = match body.kind.as_str() {
         "customer" => AccountKind::Customer,
@@ -77,13 +75,20 @@ pub async fn create(
         return Err(ApiError::new("invalid_request", "name is too long"));
     }
     let currency = parse_currency(body.currency.as_deref(), app.currency)?;
-    let shard = app.shards.shard_of(&id);
-    let new = NewAccount {
+    Ok(NewAccount {
         id,
         kind,
         name: body.name,
         currency,
-    };
+    })
+}
+
+pub async fn create(
+    State(app): State<App>,
+    ApiJson(body): ApiJson<CreateAccountBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let new = new_account(&app, body)?;
+    let shard = app.shards.shard_of(&new.id);
     match app.shards.write(shard, Command::CreateAccount(new)).await? {
         Outcome::Account(Ok(view)) => Ok((StatusCode::CREATED, Json(json!(view)))),
         Outcome::Account(Err(code)) => Err(ApiError::from_code(code)),
@@ -92,6 +97,77 @@ pub async fn create(
             format!("unexpected outcome {other:?}"),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountsBody {
+    accounts: Vec<Value>,
+}
+
+/// `POST /v1/accounts/batch`: opens up to `BATCH_MAX` accounts (a subscriber base moving in).
+/// Each item is checked and answered on its own, in order, exactly as `POST /v1/accounts`
+/// would answer it (the account's view, or `{"error":…}`); the valid ones go out as one
+/// `Command::Many` per shard, the shards written concurrently. A shard that does not answer
+/// fails its items with `unavailable` (opening is idempotent per id: a retry of the whole
+/// batch answers `account_exists` for the ones that landed).
+pub async fn create_many(
+    State(app): State<App>,
+    ApiJson(body): ApiJson<CreateAccountsBody>,
+) -> Result<Json<Value>, ApiError> {
+    use std::collections::BTreeMap;
+    if body.accounts.len() > BATCH_MAX {
+        return Err(ApiError::new(
+            "batch_too_large",
+            format!("a batch opens at most {BATCH_MAX} accounts"),
+        ));
+    }
+    let mut results: Vec<Value> = vec![Value::Null; body.accounts.len()];
+    let mut by_shard: BTreeMap<ShardId, (Vec<usize>, Vec<Command>)> = BTreeMap::new();
+    for (index, item) in body.accounts.into_iter().enumerate() {
+        let checked = serde_json::from_value::<CreateAccountBody>(item)
+            .map_err(|e| ApiError::new("invalid_request", e.to_string()))
+            .and_then(|body| new_account(&app, body));
+        match checked {
+            Ok(new) => {
+                let (indexes, commands) = by_shard.entry(app.shards.shard_of(&new.id)).or_default();
+                indexes.push(index);
+                commands.push(Command::CreateAccount(new));
+            }
+            Err(error) => results[index] = error.body(),
+        }
+    }
+    let writes = by_shard.into_iter().map(|(shard, (indexes, commands))| {
+        let app = app.clone();
+        async move {
+            let count = commands.len();
+            let outcome = app.shards.write(shard, Command::Many(commands)).await;
+            let answers: Vec<Value> = match outcome {
+                Ok(Outcome::Many(outcomes)) if outcomes.len() == count => outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        Outcome::Account(Ok(view)) => json!(view),
+                        Outcome::Account(Err(code)) => ApiError::from_code(code).body(),
+                        other => ApiError::new("internal", format!("unexpected outcome {other:?}"))
+                            .body(),
+                    })
+                    .collect(),
+                Ok(other) => {
+                    let error =
+                        ApiError::new("internal", format!("unexpected outcome {other:?}")).body();
+                    vec![error; count]
+                }
+                Err(error) => vec![ApiError::from(error).body(); count],
+            };
+            (indexes, answers)
+        }
+    });
+    for (indexes, answers) in futures::future::join_all(writes).await {
+        for (index, answer) in indexes.into_iter().zip(answers) {
+            results[index] = answer;
+        }
+    }
+    Ok(Json(json!({ "results": results })))
 }
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -44,6 +44,7 @@ pub type App = Arc<AppState>;
 pub fn router(state: App) -> Router {
     let v1 = Router::new()
         .route("/v1/accounts", post(accounts::create).get(accounts::list))
+        .route("/v1/accounts/batch", post(accounts::create_many))
         .route("/v1/accounts/{id}", get(accounts::get))
         .route("/v1/accounts/{id}/statement", get(accounts::statement))
         .route("/v1/ledger/summary", get(accounts::summary))

@@ -528,6 +528,7 @@ impl Api {
 pub struct Options {
     pub nodes: u64,
     pub snapshot_logs: Option<u64>,
+    pub snapshot_commands: Option<u64>,
     pub logs_to_keep: Option<u64>,
     pub shards: Option<u32>,
 }
@@ -537,6 +538,7 @@ impl Options {
         Options {
             nodes,
             snapshot_logs: None,
+            snapshot_commands: None,
             logs_to_keep: None,
             // The single-group suite; tests of a sharded cluster ask for more.
             shards: Some(1),
@@ -587,6 +589,9 @@ impl TestCluster {
             .arg("--data")
             .arg(&dir)
             .args(["--http-port", &base_port.to_string(), "--token", TOKEN]);
+        if let Some(n) = options.snapshot_commands {
+            command.args(["--snapshot-commands", &n.to_string()]);
+        }
         if let Some(n) = options.snapshot_logs {
             command.args(["--snapshot-logs", &n.to_string()]);
         }
