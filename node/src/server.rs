@@ -177,8 +177,9 @@ fn load_states(
 
 /// Snapshots a group once it has applied `bound` commands since its last snapshot, or once it
 /// has applied a fair number (`SNAPSHOT_QUIET_COMMANDS_MIN`) and then gone quiet for
-/// `SNAPSHOT_QUIET_AFTER` (openraft's policy counts entries only). A group already building a
-/// snapshot ignores the trigger.
+/// `SNAPSHOT_QUIET_AFTER` (openraft's policy counts entries only). Quiet groups are started one
+/// per tick, so their encodings do not all hold memory at once. A group already building a
+/// snapshot ignores the trigger; the task ends when Raft has stopped.
 async fn snapshot_by_commands(counts: SnapshotCounts, bound: u64) {
     let quiet_min = bound.min(SNAPSHOT_QUIET_COMMANDS_MIN);
     // Per group: the count last seen, and since when it has not moved.
@@ -188,15 +189,19 @@ async fn snapshot_by_commands(counts: SnapshotCounts, bound: u64) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let mut quiet_started = false;
         for (group, ((raft, applied), seen)) in counts.iter().zip(seen.iter_mut()).enumerate() {
             let now = applied.load(Ordering::Acquire);
             if now != seen.0 {
                 *seen = (now, std::time::Instant::now());
             }
-            let quiet = now >= quiet_min && seen.1.elapsed() >= SNAPSHOT_QUIET_AFTER;
+            let quiet =
+                !quiet_started && now >= quiet_min && seen.1.elapsed() >= SNAPSHOT_QUIET_AFTER;
             if now >= bound || quiet {
+                quiet_started |= quiet;
                 if let Err(error) = raft.trigger().snapshot().await {
-                    tracing::warn!(group, %error, "snapshot trigger refused");
+                    tracing::info!(group, %error, "snapshot trigger: Raft has stopped");
+                    return;
                 }
             }
         }
