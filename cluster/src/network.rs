@@ -95,11 +95,7 @@ impl PeerNetwork {
 /// How much replication work an entry carries: the transfers in it (at least 1).
 fn entry_weight(entry: &consensus::types::Entry) -> usize {
     match &entry.payload {
-        openraft::EntryPayload::Normal(request) => match &request.command {
-            ledger::Command::Batch(transfers) => transfers.len().max(1),
-            ledger::Command::Many(commands) => commands.len().max(1),
-            _ => 1,
-        },
+        openraft::EntryPayload::Normal(request) => request.command.count().max(1),
         _ => 1,
     }
 }

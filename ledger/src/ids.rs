@@ -90,12 +90,14 @@ impl AccountId {
         AccountId::inline(FEES)
     }
 
+    /// A system name: the one kind of id that does not start with `+` (`parse` admits no other).
     pub fn is_system(&self) -> bool {
-        SYSTEM_NAMES.contains(&self.as_str())
+        self.0.first() != Some(&b'+')
     }
 
+    /// Compares the bytes in place (no string is made: this is asked on every money movement).
     pub fn is_float(&self) -> bool {
-        self.as_str() == FLOAT
+        self.0.starts_with(FLOAT.as_bytes()) && self.0.get(FLOAT.len()) == Some(&0)
     }
 
     pub fn as_str(&self) -> &str {
