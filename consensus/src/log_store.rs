@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, StorageIOError};
-use redb::ReadableDatabase;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -118,7 +117,7 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let txn = self.log_db.db.begin_read().map_err(read_err)?;
+        let txn = self.log_db.begin_read().map_err(read_err)?;
         let table = match txn.open_table(META) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -151,7 +150,7 @@ impl LogStore {
     }
 
     fn last_flushed_id(&self) -> Result<Option<LogId>, StorageError> {
-        let txn = self.log_db.db.begin_read().map_err(read_err)?;
+        let txn = self.log_db.begin_read().map_err(read_err)?;
         let table = match txn.open_table(LOG) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -206,7 +205,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let mut entries = BTreeMap::new();
         {
-            let txn = self.log_db.db.begin_read().map_err(read_err)?;
+            let txn = self.log_db.begin_read().map_err(read_err)?;
             match txn.open_table(LOG) {
                 Ok(table) => {
                     for item in table

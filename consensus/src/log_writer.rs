@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::LogFlushed;
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::{COMMITTED_DEFER_MAX, LOG_JOBS_PER_COMMIT_MAX, LOG_QUEUE_MAX};
@@ -50,6 +50,9 @@ pub(crate) enum Job {
         op: SyncOp,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Write everything queued, then end the thread; `done` is told once the thread has let
+    /// go of the database (see [`LogDb::close`]).
+    Stop { done: oneshot::Sender<()> },
 }
 
 /// Who is told that an append is on disk.
@@ -73,7 +76,10 @@ pub(crate) enum SyncOp {
 
 /// The log database and the queue to its writer thread.
 pub struct LogDb {
-    pub(crate) db: Arc<Database>,
+    /// `None` once closed. Held here, not by every store: stores outlive a stopped node's
+    /// groups (the node's handles refer to one another), and the file is closed cleanly only
+    /// when its last handle drops.
+    db: Mutex<Option<Arc<Database>>>,
     pub(crate) jobs: mpsc::Sender<Job>,
 }
 
@@ -83,19 +89,59 @@ impl LogDb {
         let db = Arc::new(
             Database::builder()
                 .set_cache_size(crate::limits::LOG_DB_CACHE_BYTES)
+                .set_repair_callback(|session| {
+                    tracing::warn!(
+                        progress = session.progress(),
+                        "repairing the Raft log database: it was not closed cleanly"
+                    );
+                })
                 .create(path)?,
         );
         let (jobs, queue) = mpsc::channel(LOG_QUEUE_MAX);
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(&writer_db, queue))
+            .spawn(move || {
+                let stopped = write_loop(&writer_db, queue);
+                drop(writer_db);
+                if let Some(done) = stopped {
+                    let _ = done.send(());
+                }
+            })
             .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        Ok(Arc::new(LogDb { db, jobs }))
+        Ok(Arc::new(LogDb {
+            db: Mutex::new(Some(db)),
+            jobs,
+        }))
+    }
+
+    /// A read transaction on the log, or `DatabaseClosed` once [`LogDb::close`] has run.
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        let db = self.db.lock().expect("log database handle lock");
+        match db.as_ref() {
+            Some(db) => db.begin_read(),
+            None => Err(redb::TransactionError::Storage(
+                redb::StorageError::DatabaseClosed,
+            )),
+        }
+    }
+
+    /// Writes everything queued, stops the writer thread and lets go of the database, which
+    /// closes the file cleanly (at once, or when a read in progress ends). A file not closed
+    /// cleanly is repaired at the next open (redb walks its trees), and a restart waits for
+    /// that. Reads and appends after this fail.
+    pub async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.jobs.send(Job::Stop { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
+        let db = self.db.lock().expect("log database handle lock").take();
+        drop(db);
     }
 }
 
-fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
+/// Runs until the queue closes or a [`Job::Stop`] is written; returns that job's reply.
+fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) -> Option<oneshot::Sender<()>> {
     // A clock for the one timed wait below; the thread itself stays a plain blocking thread.
     let clock = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -127,9 +173,9 @@ fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
             Next::Job(Some(job)) => jobs.push(job),
             Next::Job(None) => {
                 if !jobs.is_empty() {
-                    commit_jobs(db, jobs);
+                    return commit_jobs(db, jobs);
                 }
-                return;
+                return None;
             }
             Next::Quiet => {}
         }
@@ -145,7 +191,9 @@ fn write_loop(db: &Database, mut queue: mpsc::Receiver<Job>) {
             deferred = jobs;
             continue;
         }
-        commit_jobs(db, jobs);
+        if let Some(stop) = commit_jobs(db, jobs) {
+            return Some(stop);
+        }
     }
 }
 
@@ -156,12 +204,15 @@ enum Next {
     Quiet,
 }
 
-fn write_loop_plain(db: &Database, mut queue: mpsc::Receiver<Job>) {
+fn write_loop_plain(db: &Database, mut queue: mpsc::Receiver<Job>) -> Option<oneshot::Sender<()>> {
     while let Some(first) = queue.blocking_recv() {
         let mut jobs = vec![first];
         take_queued(&mut queue, &mut jobs);
-        commit_jobs(db, jobs);
+        if let Some(stop) = commit_jobs(db, jobs) {
+            return Some(stop);
+        }
     }
+    None
 }
 
 /// Adds every job queued right now to `jobs`, up to `LOG_JOBS_PER_COMMIT_MAX`.
@@ -174,12 +225,18 @@ fn take_queued(queue: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
     }
 }
 
-/// Writes `jobs` in one fsync'd transaction, then runs their callbacks.
-fn commit_jobs(db: &Database, jobs: Vec<Job>) {
+/// Writes `jobs` in one fsync'd transaction, then runs their callbacks; returns the reply of
+/// a [`Job::Stop`] among them (the writer then ends).
+fn commit_jobs(db: &Database, jobs: Vec<Job>) -> Option<oneshot::Sender<()>> {
     let result = write_all(db, &jobs).map_err(|e| e.to_string());
+    let mut stop = None;
     for job in jobs {
-        finish(job, &result);
+        match job {
+            Job::Stop { done } => stop = Some(done),
+            job => finish(job, &result),
+        }
     }
+    stop
 }
 
 /// Writes every job in one transaction and commits it with fsync.
@@ -239,6 +296,7 @@ fn write_one<'t>(
                 log.retain_in((*group, 0)..=(*group, *index), |_, _| false)?;
             }
         },
+        Job::Stop { .. } => {}
     }
     Ok(())
 }
@@ -276,6 +334,9 @@ fn finish(job: Job, result: &Result<(), String>) {
         Job::Committed { .. } => {}
         Job::Sync { done, .. } => {
             let _ = done.send(result.clone());
+        }
+        Job::Stop { done } => {
+            let _ = done.send(());
         }
     }
 }

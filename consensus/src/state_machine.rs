@@ -43,6 +43,15 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// [`StoredSnapshot`] read in place from the database's bytes (the same encoding), so a
+/// restart decodes the ledger without first copying the snapshot out.
+#[derive(Deserialize)]
+struct StoredSnapshotRef<'a> {
+    meta: SnapshotMeta,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
 /// The state every reader sees: the ledger and how far it has applied.
 #[derive(Debug)]
 pub struct Applied {
@@ -74,6 +83,11 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
     /// Commands applied since the state was last snapshotted (built, installed or loaded).
     since_snapshot: Arc<AtomicU64>,
+    /// The snapshot the state was loaded from, kept for openraft's first
+    /// `get_current_snapshot` (its start asks for the snapshot only to learn its meta), so a
+    /// start does not read every group's snapshot from disk a second time, one group after
+    /// another. Taken by that call; cleared when a newer snapshot is persisted.
+    loaded: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
 }
 
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -92,11 +106,23 @@ fn snap_read_err(e: impl std::error::Error + 'static) -> StorageError {
 pub fn open_sm_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
     let db = Database::builder()
         .set_cache_size(crate::limits::SM_DB_CACHE_BYTES)
+        .set_repair_callback(|session| {
+            tracing::warn!(
+                progress = session.progress(),
+                "repairing the state-machine database: it was not closed cleanly"
+            );
+        })
         .create(path)?;
     Ok(Arc::new(db))
 }
 
-fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, StorageError> {
+/// Reads the group's stored snapshot and hands it, borrowed from the database's bytes, to
+/// `read`.
+fn with_snapshot<T>(
+    db: &Database,
+    group: u32,
+    read: impl FnOnce(StoredSnapshotRef<'_>) -> Result<T, StorageError>,
+) -> Result<Option<T>, StorageError> {
     let txn = db.begin_read().map_err(snap_read_err)?;
     let table = match txn.open_table(SNAPSHOTS) {
         Ok(table) => table,
@@ -104,11 +130,22 @@ fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, St
         Err(e) => return Err(snap_read_err(e)),
     };
     match table.get(group).map_err(snap_read_err)? {
-        Some(bytes) => Ok(Some(
-            postcard::from_bytes(bytes.value()).map_err(snap_read_err)?,
-        )),
+        Some(bytes) => {
+            let stored: StoredSnapshotRef<'_> =
+                postcard::from_bytes(bytes.value()).map_err(snap_read_err)?;
+            read(stored).map(Some)
+        }
         None => Ok(None),
     }
+}
+
+fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, StorageError> {
+    with_snapshot(db, group, |stored| {
+        Ok(StoredSnapshot {
+            meta: stored.meta,
+            data: stored.data.to_vec(),
+        })
+    })
 }
 
 fn decode_body(data: &[u8]) -> Result<Ledger, StorageError> {
@@ -132,17 +169,36 @@ impl StateMachineStore {
         group: u32,
         currency: Currency,
     ) -> Result<StateMachineStore, StorageError> {
-        let applied = match load_snapshot(&db, group)? {
-            Some(stored) => Applied {
-                ledger: decode_body(&stored.data)?,
+        let started = std::time::Instant::now();
+        let read = with_snapshot(&db, group, |stored| {
+            let ledger = decode_body(stored.data)?;
+            tracing::info!(
+                group,
+                bytes = stored.data.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot loaded"
+            );
+            let applied = Applied {
+                ledger,
                 last_applied: stored.meta.last_log_id,
                 membership: stored.meta.last_membership.clone(),
-            },
-            None => Applied {
-                ledger: Ledger::new(currency),
-                last_applied: None,
-                membership: Default::default(),
-            },
+            };
+            let kept = StoredSnapshot {
+                meta: stored.meta,
+                data: stored.data.to_vec(),
+            };
+            Ok((applied, kept))
+        })?;
+        let (applied, loaded) = match read {
+            Some((applied, kept)) => (applied, Some(kept)),
+            None => (
+                Applied {
+                    ledger: Ledger::new(currency),
+                    last_applied: None,
+                    membership: Default::default(),
+                },
+                None,
+            ),
         };
         Ok(StateMachineStore {
             state: Arc::new(RwLock::new(applied)),
@@ -150,7 +206,15 @@ impl StateMachineStore {
             group,
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             since_snapshot: Arc::new(AtomicU64::new(0)),
+            loaded: Arc::new(std::sync::Mutex::new(loaded)),
         })
+    }
+
+    fn take_loaded(&self) -> Option<StoredSnapshot> {
+        self.loaded
+            .lock()
+            .expect("loaded-snapshot lock poisoned")
+            .take()
     }
 
     /// Commands applied since the last snapshot, counted by `apply`: the node snapshots a
@@ -175,6 +239,8 @@ impl StateMachineStore {
 
     /// Persists a snapshot, fsync'd, on the blocking pool.
     async fn persist(&self, stored: StoredSnapshot) -> Result<(), StorageError> {
+        // The snapshot kept from the load is no longer the current one.
+        drop(self.take_loaded());
         let bytes = postcard::to_allocvec(&stored).map_err(snap_write_err)?;
         let db = self.db.clone();
         let group = self.group;
@@ -324,6 +390,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        if let Some(stored) = self.take_loaded() {
+            return Ok(Some(Snapshot {
+                meta: stored.meta,
+                snapshot: Box::new(Cursor::new(stored.data)),
+            }));
+        }
         let db = self.db.clone();
         let group = self.group;
         let stored = tokio::task::spawn_blocking(move || load_snapshot(&db, group))
