@@ -79,23 +79,39 @@ enum ClusterCmd {
     },
 }
 
-/// glibc's malloc gives each allocating thread its own arena and rarely hands their free space
-/// back: a node (tokio workers, the blocking pool, the log writer) measured ~3,300 bytes
-/// resident per account with the default arenas and ~2,240 with one, at the same throughput
-/// (bench/RESULTS.md, 2026-11-26). So a node restarts itself once, before any thread exists,
-/// with `MALLOC_ARENA_MAX=1`, unless the operator set the variable (to any value) already.
-const MALLOC_ARENAS: &str = "MALLOC_ARENA_MAX";
+/// glibc's malloc, set for a node before any thread exists (the node restarts itself once with
+/// the variables an operator has not set already, to any value):
+/// - `MALLOC_ARENA_MAX=1`: glibc gives each allocating thread its own arena and rarely hands
+///   their free space back: a node (tokio workers, the blocking pool, the log writer) measured
+///   ~3,300 bytes resident per account with the default arenas and ~2,240 with one, at the same
+///   throughput (bench/RESULTS.md, 2026-11-26).
+/// - `GLIBC_TUNABLES=glibc.malloc.tcache_count=2000`: each thread keeps up to 2,000 freed small
+///   blocks per size (glibc's default is 7) to hand out again without the arena. A batch frees
+///   and allocates thousands of small blocks (decoded ids, statement lines, answers) at a time;
+///   with the default, a quarter of a node's CPU went to `malloc`/`free` and the arena's
+///   consolidation, and batches ran 8-12% slower (bench/RESULTS.md, session 8).
+const MALLOC_SETTINGS: [(&str, &str); 2] = [
+    ("MALLOC_ARENA_MAX", "1"),
+    ("GLIBC_TUNABLES", "glibc.malloc.tcache_count=2000"),
+];
 
-fn one_malloc_arena() {
+fn malloc_settings() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os(MALLOC_ARENAS).is_none() {
+    {
+        let missing: Vec<(&str, &str)> = MALLOC_SETTINGS
+            .into_iter()
+            .filter(|(name, _)| std::env::var_os(name).is_none())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
         use std::os::unix::process::CommandExt;
         if let Ok(exe) = std::env::current_exe() {
             let error = std::process::Command::new(exe)
                 .args(std::env::args_os().skip(1))
-                .env(MALLOC_ARENAS, "1")
+                .envs(missing.iter().copied())
                 .exec();
-            eprintln!("could not restart with {MALLOC_ARENAS}=1 ({error}); glibc's default arenas");
+            eprintln!("could not restart with {missing:?} ({error}); glibc's malloc defaults");
         }
     }
 }
@@ -103,7 +119,7 @@ fn one_malloc_arena() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Cmd::Node { .. }) {
-        one_malloc_arena();
+        malloc_settings();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
