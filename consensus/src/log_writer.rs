@@ -135,8 +135,7 @@ impl LogDb {
         if self.jobs.send(Job::Stop { done }).await.is_ok() {
             let _ = stopped.await;
         }
-        let db = self.db.lock().expect("log database handle lock").take();
-        drop(db);
+        drop(self.db.lock().expect("log database handle lock").take());
     }
 }
 
@@ -231,9 +230,10 @@ fn commit_jobs(db: &Database, jobs: Vec<Job>) -> Option<oneshot::Sender<()>> {
     let result = write_all(db, &jobs).map_err(|e| e.to_string());
     let mut stop = None;
     for job in jobs {
-        match job {
-            Job::Stop { done } => stop = Some(done),
-            job => finish(job, &result),
+        if let Job::Stop { done } = job {
+            stop = Some(done);
+        } else {
+            finish(job, &result);
         }
     }
     stop
@@ -335,8 +335,8 @@ fn finish(job: Job, result: &Result<(), String>) {
         Job::Sync { done, .. } => {
             let _ = done.send(result.clone());
         }
-        Job::Stop { done } => {
-            let _ = done.send(());
-        }
+        // Answered by the thread itself once it has let go of the database (`commit_jobs`
+        // hands the reply out instead of finishing it here).
+        Job::Stop { .. } => {}
     }
 }
