@@ -72,6 +72,7 @@ def main():
     p.add_argument("--seconds", type=int, required=True)
     p.add_argument("--accounts", type=int, required=True)
     p.add_argument("--clients", type=int, required=True)
+    p.add_argument("--shards", type=int, default=8)
     p.add_argument("--json", required=True)
     a = p.parse_args()
 
@@ -81,7 +82,7 @@ def main():
     pg["conservation_ok"] = a.pg_sum == a.pg_expected_sum
     pg["rows"] = a.pg_rows
     single = json.load(open(a.cellpay_single))
-    single["system"] = "cellpay (3 nodes, 8 shards, fsync on)"
+    single["system"] = f"cellpay (3 nodes, {a.shards} shards, fsync on)"
     single["command"] = a.cellpay_cmd
     rows = [("PostgreSQL", pg), ("cellpay single", single)]
     batch = None
@@ -117,6 +118,7 @@ def main():
         "seconds": a.seconds,
         "accounts": a.accounts,
         "clients": a.clients,
+        "shards": a.shards,
         "postgres": pg,
         "cellpay_single": single,
         "cellpay_batch": batch,

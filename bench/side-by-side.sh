@@ -2,15 +2,16 @@
 # cellpay and PostgreSQL side by side, in one invocation on this machine (issue 5).
 #
 #   bench/side-by-side.sh [--seconds 40] [--accounts 10000] [--clients 64] [--batch 1000]
-#                         [--bin PATH] [--out DIR] [--smoke]
+#                         [--batch-clients 16] [--shards 8] [--bin PATH] [--out DIR] [--smoke]
 #
 # 1. PostgreSQL (Debian's, installed if missing) in a temporary directory on a loopback port,
 #    fsync and synchronous_commit on; the same accounts and funding as cellpay's bench; pgbench
 #    runs bench/transfer.sql (debit with a balance check, credit, a row per transfer) from
 #    --clients clients for --seconds; money is checked conserved; torn down.
-# 2. cellpay: a 3-node, 8-shard cluster (`cellpay cluster new`) on loopback, fsync on; `cellpay
-#    bench` sends single transfers (one per request) from --clients clients for --seconds, then
-#    batches of --batch (0 skips it); each run checks conservation; torn down.
+# 2. cellpay: a 3-node cluster of --shards shards (`cellpay cluster new`; each shard one Raft
+#    group on all three nodes) on loopback, fsync on; `cellpay bench` sends single transfers
+#    (one per request) from --clients clients for --seconds, then batches of --batch from
+#    --batch-clients clients (--batch 0 skips them); each run checks conservation; torn down.
 # 3. A table with the ratio, and everything as JSON in DIR/side-by-side.json.
 #
 # --bin uses a built cellpay instead of `cargo build --release`; --smoke is a short run (5 s,
@@ -21,17 +22,19 @@ here="$(cd "$(dirname "$0")" && pwd)"
 caller="$(pwd)"
 root="$(dirname "$here")"
 
-seconds=40 accounts=10000 clients=64 batch=1000 bin="" out="$root/bench/out" smoke=0
+seconds=40 accounts=10000 clients=64 batch=1000 batch_clients=16 shards=8 bin="" out="$root/bench/out" smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --accounts) accounts="$2"; shift 2 ;;
     --clients) clients="$2"; shift 2 ;;
     --batch) batch="$2"; shift 2 ;;
+    --batch-clients) batch_clients="$2"; shift 2 ;;
+    --shards) shards="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -118,10 +121,10 @@ pg_rows="$(psql_ -d bench -At -c "SELECT count(*) FROM transfers")"
 as_pg "$pgbin/pg_ctl" -D "$work/pg/data" -m fast stop >/dev/null
 pg_pid_file=""
 
-echo "== cellpay: 3 nodes, 8 shards"
+echo "== cellpay: 3 nodes, $shards shards"
 http_port="$(free_port 41080 2)"
 token="sidebyside-$(date +%s)-token"
-"$bin" cluster new --nodes 3 --shards 8 --data "$work/cp" --http-port "$http_port" --token "$token" >/dev/null
+"$bin" cluster new --nodes 3 --shards "$shards" --data "$work/cp" --http-port "$http_port" --token "$token" >/dev/null
 for k in 1 2 3; do
   "$bin" node --config "$work/cp/node-$k/config.toml" >"$work/cp/node-$k.log" 2>&1 &
   node_pids+=("$!")
@@ -136,13 +139,12 @@ for _ in $(seq 1 120); do
   [ "$ready" = 1 ] && break
   sleep 0.5
 done
-cp_cmd="cellpay bench --target <3 nodes> --accounts $accounts --duration ${seconds}s --concurrency $clients"
+cp_cmd="cellpay bench --target <3 nodes, $shards shards> --accounts $accounts --duration ${seconds}s --concurrency $clients"
 echo "$cp_cmd"
 "$bin" bench --target "$targets" --token "$token" --accounts "$accounts" --duration "${seconds}s" \
   --concurrency "$clients" --json "$work/cellpay-single.json"
 if [ "$batch" -gt 1 ]; then
-  batch_clients=16
-  cp_batch_cmd="cellpay bench --target <3 nodes> --accounts $accounts --duration ${seconds}s --concurrency $batch_clients --batch $batch"
+  cp_batch_cmd="cellpay bench --target <3 nodes, $shards shards> --accounts $accounts --duration ${seconds}s --concurrency $batch_clients --batch $batch"
   echo "$cp_batch_cmd"
   "$bin" bench --target "$targets" --token "$token" --accounts "$accounts" --duration "${seconds}s" \
     --concurrency "$batch_clients" --batch "$batch" --json "$work/cellpay-batch.json"
@@ -157,5 +159,5 @@ python3 "$here/report.py" \
   --pg-version "$pg_version" --pg-cmd "$pg_cmd" \
   --cellpay-single "$work/cellpay-single.json" --cellpay-cmd "$cp_cmd" \
   --cellpay-batch "$work/cellpay-batch.json" --cellpay-batch-cmd "$cp_batch_cmd" \
-  --seconds "$seconds" --accounts "$accounts" --clients "$clients" \
+  --seconds "$seconds" --accounts "$accounts" --clients "$clients" --shards "$shards" \
   --json "$out/side-by-side.json"

@@ -15,3 +15,7 @@ pub const LOG_DB_CACHE_BYTES: usize = 64 * 1024 * 1024;
 pub const SM_DB_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 const _: () = assert!(LOG_JOBS_PER_COMMIT_MAX <= LOG_QUEUE_MAX);
+/// A snapshot is stored in pieces of this size, each committed (fsync'd) on its own: no value
+/// comes near redb's cap (3 GiB; a busy group's snapshot outgrows it), and a Raft log fsync
+/// waits behind at most one piece, not the whole snapshot.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 8 * 1024 * 1024;

@@ -15,6 +15,7 @@ mod config;
 mod dev;
 mod limits;
 mod server;
+mod snapshots;
 mod telemetry;
 
 use std::path::PathBuf;

@@ -16,10 +16,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::limits::{
-    HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHECK_EVERY, SNAPSHOT_QUIET_AFTER,
-    SNAPSHOT_QUIET_COMMANDS_MIN,
-};
+use crate::limits::{HTTP_CONCURRENCY_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHECK_EVERY};
+use crate::snapshots;
 use crate::telemetry;
 
 /// The node that should lead a shard when it is up: shards are dealt round-robin over the
@@ -51,7 +49,10 @@ fn raft_config(config: &Config, shard: u32) -> anyhow::Result<Arc<openraft::Conf
         heartbeat_interval: tuning.heartbeat_ms,
         election_timeout_min: election_min,
         election_timeout_max: election_max,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs_since_last),
+        // A backstop: `schedule_snapshots` snapshots the followers sooner, the leader as late.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshots::openraft_backstop(
+            tuning.snapshot_logs_since_last,
+        )),
         max_in_snapshot_log_to_keep: tuning.logs_to_keep,
         // openraft gives each AppendEntries RPC one heartbeat interval; a snapshot install
         // (decode, check, fsync) needs longer.
@@ -182,34 +183,54 @@ fn load_states(
     Ok(loaded.into_iter().map(|(_, sm)| sm).collect())
 }
 
-/// Snapshots a group once it has applied `bound` commands since its last snapshot, or once it
-/// has applied a fair number (`SNAPSHOT_QUIET_COMMANDS_MIN`) and then gone quiet for
-/// `SNAPSHOT_QUIET_AFTER` (openraft's policy counts entries only). Quiet groups are started one
-/// per tick, so their encodings do not all hold memory at once. A group already building a
-/// snapshot ignores the trigger; the task ends when Raft has stopped.
-async fn snapshot_by_commands(counts: SnapshotCounts, bound: u64) {
-    let quiet_min = bound.min(SNAPSHOT_QUIET_COMMANDS_MIN);
-    // Per group: the count last seen, and since when it has not moved.
+/// Starts each group's snapshots on this node by the rules of [`crate::snapshots`]: at most
+/// one a check, the groups taken in turn. A group already building a snapshot ignores the
+/// trigger; the task ends when Raft has stopped.
+async fn schedule_snapshots(counts: SnapshotCounts, me: u64, bounds: snapshots::Bounds) {
+    // Per group: the command count last seen, and since when it has not moved.
     let mut seen: Vec<(u64, std::time::Instant)> =
         vec![(0, std::time::Instant::now()); counts.len()];
+    let mut first = 0usize;
     let mut tick = tokio::time::interval(SNAPSHOT_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let mut quiet_started = false;
-        for (group, ((raft, applied), seen)) in counts.iter().zip(seen.iter_mut()).enumerate() {
-            let now = applied.load(Ordering::Acquire);
-            if now != seen.0 {
-                *seen = (now, std::time::Instant::now());
+        let mut started = false;
+        for turn in 0..counts.len() {
+            let group = (first + turn) % counts.len();
+            let (raft, applied) = &counts[group];
+            let commands = applied.load(Ordering::Acquire);
+            let seen = &mut seen[group];
+            if commands != seen.0 {
+                *seen = (commands, std::time::Instant::now());
             }
-            let quiet =
-                !quiet_started && now >= quiet_min && seen.1.elapsed() >= SNAPSHOT_QUIET_AFTER;
-            if now >= bound || quiet {
-                quiet_started |= quiet;
+            if started {
+                continue;
+            }
+            let (role, entries) = {
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow();
+                let voters = metrics.membership_config.membership().voter_ids();
+                let applied = metrics.last_applied.map_or(0, |id| id.index);
+                let snapshot = metrics.snapshot.map_or(0, |id| id.index);
+                (
+                    snapshots::Role::of(me, metrics.current_leader, voters),
+                    applied.saturating_sub(snapshot),
+                )
+            };
+            let progress = snapshots::Progress {
+                commands,
+                entries,
+                quiet_for: seen.1.elapsed(),
+            };
+            if let Some(why) = snapshots::due(role, progress, bounds) {
+                tracing::debug!(group, ?role, ?why, commands, entries, "snapshot due");
                 if let Err(error) = raft.trigger().snapshot().await {
                     tracing::info!(group, %error, "snapshot trigger: Raft has stopped");
                     return;
                 }
+                started = true;
+                first = (group + 1) % counts.len();
             }
         }
     }
@@ -229,9 +250,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peers = peers(&config, &tls)?;
     let clock = Arc::new(Clock::default());
     let (groups, snapshot_counts, log_db) = open_groups(&config, &peers, currency, &clock).await?;
-    tokio::spawn(snapshot_by_commands(
+    tokio::spawn(schedule_snapshots(
         snapshot_counts,
-        config.raft.snapshot_commands_since_last,
+        config.node_id,
+        snapshots::Bounds {
+            commands: config.raft.snapshot_commands_since_last,
+            entries: config.raft.snapshot_logs_since_last,
+        },
     ));
     let preferred = (0..config.shards)
         .map(|shard| preferred_leader(&config, shard))
