@@ -23,8 +23,12 @@ use crate::types::{
 };
 
 /// Snapshots as one record each (`StoredSnapshot`), as written before chunked snapshots: still
-/// read, never written; a group's record is removed when its first chunked snapshot lands.
+/// read. When a group's chunked snapshot lands, its record becomes [`CHUNKED_MARKER`].
 const SNAPSHOTS: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshots");
+/// What a group's one-record slot holds once its snapshots are chunked: bytes that an older
+/// build, which reads only that slot, fails to decode (0xFF is no `Option` tag), so it refuses
+/// to start instead of starting from an empty ledger with the log behind the snapshot purged.
+const CHUNKED_MARKER: &[u8] = b"\xffcellpay: this group's snapshot is stored in chunks";
 /// Each group's current snapshot: its meta and which chunks hold its bytes (`SnapshotHead`).
 const SNAPSHOT_HEADS: TableDefinition<u32, &[u8]> = TableDefinition::new("snapshot_heads");
 /// Snapshot bytes by (group, the snapshot's sequence number, chunk index), in pieces of
@@ -181,6 +185,11 @@ fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, St
         Err(e) => return Err(snap_read_err(e)),
     };
     match table.get(group).map_err(snap_read_err)? {
+        Some(bytes) if bytes.value() == CHUNKED_MARKER => {
+            Err(snap_read_err(std::io::Error::other(format!(
+                "group {group}: its snapshot is stored in chunks, but their head is missing"
+            ))))
+        }
         Some(bytes) => {
             let stored: StoredSnapshotRef<'_> =
                 postcard::from_bytes(bytes.value()).map_err(snap_read_err)?;
@@ -263,7 +272,7 @@ fn persist_chunked(
             .insert(group, head.as_slice())?;
         txn.open_table(SNAPSHOT_CHUNKS)?
             .retain_in((group, 0, 0)..(group, seq, 0), |_, _| false)?;
-        txn.open_table(SNAPSHOTS)?.remove(group)?;
+        txn.open_table(SNAPSHOTS)?.insert(group, CHUNKED_MARKER)?;
         Ok(())
     })
 }
@@ -532,8 +541,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 #[cfg(test)]
 mod tests {
-    use redb::ReadableTableMetadata;
-
     use super::*;
 
     fn meta(id: &str) -> SnapshotMeta {
@@ -621,7 +628,28 @@ mod tests {
         assert_eq!(load(&db, 0), (meta("chunked"), bytes(300, 4)));
         let txn = db.begin_read().expect("read");
         let records = txn.open_table(SNAPSHOTS).expect("table");
-        assert_eq!(records.len().expect("len"), 0, "the record is gone");
+        let slot = records.get(0).expect("get").expect("the slot");
+        assert_eq!(
+            slot.value(),
+            CHUNKED_MARKER,
+            "the record is replaced by the marker"
+        );
+        // What an older build, reading only that slot, makes of it: an error, not a ledger.
+        assert!(postcard::from_bytes::<StoredSnapshotRef<'_>>(slot.value()).is_err());
+    }
+
+    /// Goal: a slot marked chunked without its head (which cannot happen: both land in one
+    /// transaction) is an error, never an empty ledger.
+    #[test]
+    fn a_chunked_marker_without_its_head_is_an_error() {
+        let (_dir, db) = db();
+        let txn = db.begin_write().expect("write");
+        txn.open_table(SNAPSHOTS)
+            .expect("table")
+            .insert(3, CHUNKED_MARKER)
+            .expect("insert");
+        txn.commit().expect("commit");
+        assert!(load_snapshot(&db, 3).is_err());
     }
 
     /// Goal: a snapshot whose writing stopped before its head (a crash between chunks) is not
