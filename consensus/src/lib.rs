@@ -18,5 +18,5 @@ pub mod types;
 
 pub use log_store::{open_log_db, LogStore};
 pub use log_writer::LogDb;
-pub use state_machine::{open_sm_db, Applied, StateMachineStore, StateReader};
+pub use state_machine::{open_sm_db, Applied, SnapshotStats, StateMachineStore, StateReader};
 pub use types::{NodeId, Raft, ShardRequest, TypeConfig};

@@ -88,9 +88,29 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct StateReader {
     state: Arc<RwLock<Applied>>,
+    snapshots: Arc<std::sync::Mutex<SnapshotStats>>,
+}
+
+/// The snapshots this replica has built since it started, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// How many.
+    pub built: u64,
+    /// The last one's size, and how long it took to encode and to persist.
+    pub bytes: u64,
+    pub encode_ms: u64,
+    pub persist_ms: u64,
 }
 
 impl StateReader {
+    /// The snapshots built since the start.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        *self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Read access; never held across an `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         self.state
@@ -114,6 +134,8 @@ pub struct StateMachineStore {
     loaded: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
     /// Held while a snapshot is written (a build and an install never interleave chunks).
     persisting: Arc<std::sync::Mutex<()>>,
+    /// The snapshots built since the start (shared with the readers).
+    snapshots: Arc<std::sync::Mutex<SnapshotStats>>,
 }
 
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -336,6 +358,7 @@ impl StateMachineStore {
             since_snapshot: Arc::new(AtomicU64::new(0)),
             loaded: Arc::new(std::sync::Mutex::new(loaded)),
             persisting: Arc::new(std::sync::Mutex::new(())),
+            snapshots: Arc::default(),
         })
     }
 
@@ -357,6 +380,7 @@ impl StateMachineStore {
     pub fn reader(&self) -> StateReader {
         StateReader {
             state: self.state.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -427,15 +451,30 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         self.persist(meta.clone(), data.clone()).await?;
         // The blocking task has let go of its handle: no copy.
         let data = Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone());
+        let encode_ms = u64::try_from(encoded.as_millis()).unwrap_or(u64::MAX);
+        let persist_ms =
+            u64::try_from((started.elapsed() - encoded).as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
             group = self.group,
             index = last_log_id.map_or(0, |id| id.index),
             commands = counted,
             bytes = data.len(),
-            encode_ms = encoded.as_millis() as u64,
-            persist_ms = (started.elapsed() - encoded).as_millis() as u64,
+            encode_ms,
+            persist_ms,
             "snapshot built"
         );
+        {
+            let mut stats = self
+                .snapshots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *stats = SnapshotStats {
+                built: stats.built.saturating_add(1),
+                bytes: u64::try_from(data.len()).unwrap_or(u64::MAX),
+                encode_ms,
+                persist_ms,
+            };
+        }
         let _ = self
             .since_snapshot
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {

@@ -16,6 +16,10 @@ pub const RAFT_APPLIED: &str = "cellpay_raft_applied_index";
 pub const RAFT_COMMIT: &str = "cellpay_raft_commit_index";
 pub const RAFT_SNAPSHOT: &str = "cellpay_raft_snapshot_index";
 pub const RAFT_LEADER: &str = "cellpay_raft_is_leader";
+pub const SNAPSHOTS_BUILT: &str = "cellpay_raft_snapshots_built_total";
+pub const SNAPSHOT_BYTES: &str = "cellpay_raft_snapshot_bytes";
+pub const SNAPSHOT_ENCODE: &str = "cellpay_raft_snapshot_encode_seconds";
+pub const SNAPSHOT_PERSIST: &str = "cellpay_raft_snapshot_persist_seconds";
 pub const BUILD_INFO: &str = "cellpay_build_info";
 
 /// Every metric this node exports, for the golden test and the dashboard (with the actor
@@ -33,6 +37,10 @@ pub const METRIC_NAMES: &[&str] = &[
     RAFT_APPLIED,
     RAFT_SNAPSHOT,
     RAFT_LEADER,
+    SNAPSHOTS_BUILT,
+    SNAPSHOT_BYTES,
+    SNAPSHOT_ENCODE,
+    SNAPSHOT_PERSIST,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -77,6 +85,25 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!(RAFT_APPLIED, "Last applied Raft log index per shard");
     metrics::describe_gauge!(RAFT_SNAPSHOT, "Last snapshot's log index per shard");
     metrics::describe_gauge!(RAFT_LEADER, "1 when this node leads the shard's group");
+    metrics::describe_counter!(
+        SNAPSHOTS_BUILT,
+        "Snapshots this node has built per shard since it started"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_BYTES,
+        metrics::Unit::Bytes,
+        "Size of the last snapshot this node built per shard"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_ENCODE,
+        metrics::Unit::Seconds,
+        "How long the last snapshot took to encode per shard (the replica's applies wait)"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_PERSIST,
+        metrics::Unit::Seconds,
+        "How long the last snapshot took to write and fsync per shard"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
@@ -116,7 +143,14 @@ pub fn refresh_raft_gauges(shards: &Shards) {
         metrics::gauge!(RAFT_SNAPSHOT, "shard" => shard.clone())
             .set(as_f64(m.snapshot.map(|id| id.index)));
         let leading = m.current_leader == Some(shards.node_id());
-        metrics::gauge!(RAFT_LEADER, "shard" => shard).set(if leading { 1.0 } else { 0.0 });
+        metrics::gauge!(RAFT_LEADER, "shard" => shard.clone()).set(if leading { 1.0 } else { 0.0 });
+        let snapshots = group.reader.snapshot_stats();
+        metrics::counter!(SNAPSHOTS_BUILT, "shard" => shard.clone()).absolute(snapshots.built);
+        metrics::gauge!(SNAPSHOT_BYTES, "shard" => shard.clone()).set(snapshots.bytes as f64);
+        metrics::gauge!(SNAPSHOT_ENCODE, "shard" => shard.clone())
+            .set(Duration::from_millis(snapshots.encode_ms).as_secs_f64());
+        metrics::gauge!(SNAPSHOT_PERSIST, "shard" => shard)
+            .set(Duration::from_millis(snapshots.persist_ms).as_secs_f64());
     }
 }
 

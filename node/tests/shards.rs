@@ -1104,6 +1104,39 @@ async fn groups_snapshot_after_many_commands_in_few_entries() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // What an SRE sees of them: per shard, how many this node built and the last one's size
+    // and times.
+    let metrics = reqwest::get(cluster.url(1, "/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str, shard: u32| -> Option<f64> {
+        let prefix = format!("{name}{{shard=\"{shard}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let built: Vec<u32> = (0..SHARDS)
+        .filter(|&shard| {
+            value("cellpay_raft_snapshots_built_total", shard).is_some_and(|n| n >= 1.0)
+                && value("cellpay_raft_snapshot_bytes", shard).is_some_and(|b| b > 0.0)
+        })
+        .collect();
+    assert!(
+        !built.is_empty(),
+        "no shard reports a built snapshot: {metrics}"
+    );
+    for shard in built {
+        for name in [
+            "cellpay_raft_snapshot_encode_seconds",
+            "cellpay_raft_snapshot_persist_seconds",
+        ] {
+            assert!(value(name, shard).is_some(), "{name} for shard {shard}");
+        }
+    }
     cluster.kill_node(2);
     cluster.restart_node(2).await;
     cluster.wait_for_leader().await;
