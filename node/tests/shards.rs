@@ -908,12 +908,7 @@ async fn a_batch_across_shards_answers_each_item_like_its_single_call() {
     // The node that took the batch ran its cross-shard items in lockstep (the split one
     // included); the credit refused on the payee's shard and the pending transfer were driven
     // alone.
-    let metrics = reqwest::get(cluster.url(1, "/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = cluster.metrics(1).await;
     let path_count = |path: &str| -> u64 {
         let prefix = format!("cellpay_batch_saga_items_total{{path=\"{path}\"}} ");
         metrics
@@ -1106,12 +1101,7 @@ async fn groups_snapshot_after_many_commands_in_few_entries() {
     }
     // What an SRE sees of them: per shard, how many this node built and the last one's size
     // and times.
-    let metrics = reqwest::get(cluster.url(1, "/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = cluster.metrics(1).await;
     let value = |name: &str, shard: u32| -> Option<f64> {
         let prefix = format!("{name}{{shard=\"{shard}\"}} ");
         metrics

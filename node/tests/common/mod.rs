@@ -193,6 +193,16 @@ impl Api {
         self.ports.len() as u64
     }
 
+    /// Node `node`'s `/metrics`, as Prometheus text.
+    pub async fn metrics(&self, node: u64) -> String {
+        reqwest::get(self.url(node, "/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn url(&self, node: u64, path: &str) -> String {
         let index = usize::try_from(node)
             .expect("node id")
