@@ -168,17 +168,7 @@ pub fn open_sm_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
 /// snapshots were chunked.
 fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, StorageError> {
     let txn = db.begin_read().map_err(snap_read_err)?;
-    let head = match txn.open_table(SNAPSHOT_HEADS) {
-        Ok(heads) => match heads.get(group).map_err(snap_read_err)? {
-            Some(bytes) => {
-                Some(postcard::from_bytes::<SnapshotHead>(bytes.value()).map_err(snap_read_err)?)
-            }
-            None => None,
-        },
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(snap_read_err(e)),
-    };
-    if let Some(head) = head {
+    if let Some(head) = read_head(&txn, group)? {
         let chunks = txn.open_table(SNAPSHOT_CHUNKS).map_err(snap_read_err)?;
         let capacity = usize::try_from(head.bytes).map_err(snap_read_err)?;
         let mut data = Vec::with_capacity(capacity);
@@ -224,6 +214,24 @@ fn load_snapshot(db: &Database, group: u32) -> Result<Option<StoredSnapshot>, St
     }
 }
 
+/// The group's snapshot head, if its snapshots are chunked.
+fn read_head(
+    txn: &redb::ReadTransaction,
+    group: u32,
+) -> Result<Option<SnapshotHead>, StorageError> {
+    let heads = match txn.open_table(SNAPSHOT_HEADS) {
+        Ok(heads) => heads,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(snap_read_err(e)),
+    };
+    match heads.get(group).map_err(snap_read_err)? {
+        Some(bytes) => postcard::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(snap_read_err),
+        None => Ok(None),
+    }
+}
+
 fn torn(group: u32, seq: u64, index: u32) -> std::io::Error {
     std::io::Error::other(format!(
         "group {group}: chunk {index} of snapshot {seq} is missing"
@@ -243,23 +251,12 @@ fn persist_chunked(
     data: &[u8],
     chunk_bytes: usize,
 ) -> Result<(), StorageError> {
-    let seq = {
-        let txn = db.begin_read().map_err(snap_read_err)?;
-        match txn.open_table(SNAPSHOT_HEADS) {
-            Ok(heads) => match heads.get(group).map_err(snap_read_err)? {
-                Some(bytes) => {
-                    postcard::from_bytes::<SnapshotHead>(bytes.value())
-                        .map_err(snap_read_err)?
-                        .seq
-                }
-                None => 0,
-            },
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(snap_read_err(e)),
-        }
-    }
-    .checked_add(1)
-    .ok_or_else(|| snap_write_err(std::io::Error::other("snapshot sequence exhausted")))?;
+    // The read ends here: an open one would keep redb from reusing pages while chunks land.
+    let previous = read_head(&db.begin_read().map_err(snap_read_err)?, group)?;
+    let seq = previous
+        .map_or(0, |head| head.seq)
+        .checked_add(1)
+        .ok_or_else(|| snap_write_err(std::io::Error::other("snapshot sequence exhausted")))?;
     let write = |fill: &dyn Fn(&redb::WriteTransaction) -> Result<(), redb::Error>| {
         let mut txn = db.begin_write().map_err(snap_write_err)?;
         txn.set_durability(Durability::Immediate)
