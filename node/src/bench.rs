@@ -81,6 +81,12 @@ pub struct BenchArgs {
     /// --concurrency in flight) instead of closed-loop workers.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Percent of the transfers (0..=100) whose payer, payee and id all live on one shard, so
+    /// each is one local command; the rest draw payer and payee at random over all accounts
+    /// (with N shards, about 1 in N² of them is local by chance). For measuring what the
+    /// cross-shard steps cost against the same load kept on each shard.
+    #[arg(long, default_value_t = 0)]
+    pub local_percent: u8,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -122,12 +128,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.duration, args.concurrency
         ),
     }
+    let shards = if args.local_percent > 0 {
+        Shards::of(&bench, &ids).await?
+    } else {
+        Shards::default()
+    };
     let deadline = Instant::now() + args.duration;
     let load = Load {
         bench: Arc::clone(&bench),
         ids: Arc::clone(&ids),
         tag: tag.clone(),
         batch: args.batch,
+        local_percent: args.local_percent,
+        shards: Arc::new(shards),
         deadline,
         progress: Arc::new(Progress {
             transfers: AtomicU64::new(0),
@@ -168,6 +181,10 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
     ensure!(
         (1..=BATCH_MAX).contains(&args.batch),
         "--batch must be between 1 and {BATCH_MAX}"
+    );
+    ensure!(
+        args.local_percent <= 100,
+        "--local-percent must be between 0 and 100"
     );
     let targets: Vec<String> = args
         .target
@@ -652,8 +669,59 @@ struct Load {
     ids: Arc<Vec<String>>,
     tag: String,
     batch: usize,
+    /// See [`BenchArgs::local_percent`].
+    local_percent: u8,
+    shards: Arc<Shards>,
     deadline: Instant,
     progress: Arc<Progress>,
+}
+
+/// The bench accounts grouped by the shard that holds them (for `--local-percent`).
+#[derive(Default)]
+struct Shards {
+    count: u32,
+    /// Per shard, the indices (into the run's ids) of its accounts.
+    members: Vec<Vec<usize>>,
+    /// Per account index, its shard.
+    shard_of: Vec<u32>,
+}
+
+impl Shards {
+    /// Learns the shard count from `GET /v1/cluster` and places every account.
+    async fn of(bench: &Bench, ids: &[String]) -> anyhow::Result<Shards> {
+        let (status, cluster) = bench
+            .call(reqwest::Method::GET, "/v1/cluster", None)
+            .await?;
+        ensure!(
+            status == 200,
+            "GET /v1/cluster answered {status}: {cluster}"
+        );
+        let count = cluster["shards"]
+            .as_array()
+            .map(Vec::len)
+            .and_then(|count| u32::try_from(count).ok())
+            .filter(|count| *count > 0)
+            .context("GET /v1/cluster lists no shards")?;
+        Shards::place(ids, count)
+    }
+
+    /// Places every account of `ids` on one of `count` shards, as the cluster does.
+    fn place(ids: &[String], count: u32) -> anyhow::Result<Shards> {
+        let mut members = vec![Vec::new(); count as usize];
+        let mut shard_of = Vec::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            let account = ledger::AccountId::parse(id)
+                .map_err(|error| anyhow::anyhow!("bench account {id}: {error:?}"))?;
+            let shard = ledger::shard_of(&account, count).0;
+            members[shard as usize].push(index);
+            shard_of.push(shard);
+        }
+        Ok(Shards {
+            count,
+            members,
+            shard_of,
+        })
+    }
 }
 
 /// Runs `concurrency` workers until the deadline; returns their merged stats and the elapsed time.
@@ -674,19 +742,45 @@ async fn run_load(load: Load, concurrency: usize) -> anyhow::Result<(Stats, Dura
 }
 
 /// The next request's transfers: random payer, a different random payee, 1..=100 each; ids
-/// unique per run (`b<tag>-<source>-<seq>`).
+/// unique per run (`b<tag>-<source>-<seq>`). With `--local-percent`, that share of them takes
+/// its payee from the payer's shard and skips sequence numbers until the id's home is there too.
 fn next_items(load: &Load, rng: &mut StdRng, source: usize, seq: &mut u64) -> Vec<Value> {
     let count = load.ids.len();
     (0..load.batch)
         .map(|_| {
             *seq += 1;
             let from = rng.random_range(0..count);
-            let mut to = rng.random_range(0..count - 1);
-            if to >= from {
-                to += 1;
+            let local = load.local_percent > 0 && rng.random_range(0..100u8) < load.local_percent;
+            let shard = load.shards.shard_of.get(from).copied();
+            let neighbours = shard.map_or(&[][..], |shard| &load.shards.members[shard as usize]);
+            let to = if local && neighbours.len() > 1 {
+                loop {
+                    let to = neighbours[rng.random_range(0..neighbours.len())];
+                    if to != from {
+                        break to;
+                    }
+                }
+            } else {
+                let to = rng.random_range(0..count - 1);
+                if to >= from {
+                    to + 1
+                } else {
+                    to
+                }
+            };
+            let mut id = format!("b{}-{source}-{seq}", load.tag);
+            if let (true, Some(shard)) = (local, shard) {
+                // One in `count` ids is homed on the shard: a few tries on average.
+                while ledger::TransferId::parse(&id)
+                    .map(|parsed| ledger::home_of(&parsed, load.shards.count).0 != shard)
+                    .unwrap_or(false)
+                {
+                    *seq += 1;
+                    id = format!("b{}-{source}-{seq}", load.tag);
+                }
             }
             json!({
-                "id": format!("b{}-{source}-{seq}", load.tag), "kind": "p2p",
+                "id": id, "kind": "p2p",
                 "from": load.ids[from], "to": load.ids[to], "amount": rng.random_range(1..=100u64),
             })
         })
@@ -817,6 +911,7 @@ fn report(args: &BenchArgs, targets: &[String], stats: &Stats, elapsed: Duration
         "targets": targets,
         "concurrency": args.concurrency,
         "accounts": args.accounts,
+        "local_percent": args.local_percent,
         "duration_s": seconds,
         "transfers": transfers,
         "completed": stats.completed,
@@ -852,6 +947,9 @@ fn print_report(report: &Value) {
     println!("  {:<16}{}", "targets", text("targets"));
     println!("  {:<16}{}", "concurrency", text("concurrency"));
     println!("  {:<16}{}", "accounts", text("accounts"));
+    if number("local_percent") > 0.0 {
+        println!("  {:<16}{}%", "local", text("local_percent"));
+    }
     println!("  {:<16}{:.2} s", "duration", number("duration_s"));
     println!(
         "  {:<16}{} ({} completed, {} rejected)",
@@ -995,6 +1093,54 @@ mod tests {
         assert_eq!(id, "+19990042999999");
         assert!(id.len() - 1 <= 15);
         assert!(ledger::AccountId::parse(&id).is_ok());
+    }
+
+    /// Goal: `--local-percent 100` keeps payer, payee and id of every transfer on one shard
+    /// (one local command each), and 0 leaves the draw spread over all shards.
+    #[test]
+    fn local_transfers_keep_payer_payee_and_id_on_one_shard() {
+        let ids: Vec<String> = (0..400).map(|index| account_id("0042", index)).collect();
+        let shards = Shards::place(&ids, 8).expect("placed");
+        assert!(shards.members.iter().all(|members| members.len() > 1));
+        let load = |local_percent| Load {
+            bench: Arc::new(Bench::new(vec!["http://127.0.0.1:1".into()], "t", 1).expect("bench")),
+            ids: Arc::new(ids.clone()),
+            tag: "0042".into(),
+            batch: 500,
+            local_percent,
+            shards: Arc::new(Shards::place(&ids, 8).expect("placed")),
+            deadline: Instant::now(),
+            progress: Arc::new(Progress {
+                transfers: AtomicU64::new(0),
+                give_up: Instant::now(),
+            }),
+        };
+        let shard_of_account = |id: &Value| {
+            let account = ledger::AccountId::parse(id.as_str().expect("id")).expect("E.164");
+            ledger::shard_of(&account, 8)
+        };
+        let local = |item: &Value| {
+            let transfer = ledger::TransferId::parse(item["id"].as_str().expect("id")).expect("id");
+            let home = ledger::home_of(&transfer, 8);
+            shard_of_account(&item["from"]) == home && shard_of_account(&item["to"]) == home
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut seq = 0;
+        let items = next_items(&load(100), &mut rng, 3, &mut seq);
+        assert_eq!(items.len(), 500);
+        assert!(items.iter().all(local));
+        assert!(items.iter().all(|item| item["from"] != item["to"]));
+        let unique: std::collections::BTreeSet<&str> = items
+            .iter()
+            .map(|item| item["id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(unique.len(), 500, "ids stay unique");
+        let items = next_items(&load(0), &mut rng, 3, &mut seq);
+        let locals = items.iter().filter(|item| local(item)).count();
+        assert!(
+            locals < 50,
+            "random draws are mostly cross-shard: {locals} of 500 local"
+        );
     }
 
     #[test]
