@@ -20,6 +20,7 @@ pub const SAGAS_RUNNING: &str = "cellpay_saga_running";
 pub const TIMER_LAG: &str = "cellpay_timer_lag_seconds";
 pub const COMMANDS_PER_PROPOSAL: &str = "cellpay_raft_commands_per_proposal";
 pub const SHARD_QUEUE: &str = "cellpay_shard_queue_depth";
+pub const SAGA_ANSWERS_RECORDED_LATER: &str = "cellpay_saga_answers_recorded_later_total";
 
 /// Every metric the actor layer exports.
 pub const METRIC_NAMES: &[&str] = &[
@@ -31,6 +32,7 @@ pub const METRIC_NAMES: &[&str] = &[
     TIMER_LAG,
     COMMANDS_PER_PROPOSAL,
     SHARD_QUEUE,
+    SAGA_ANSWERS_RECORDED_LATER,
 ];
 
 /// What the timer supervisor measured on its last tick.
@@ -91,6 +93,8 @@ impl Actor for MonitorActor {
             .unwrap_or_else(PoisonError::into_inner)
             .lag;
         metrics::gauge!(TIMER_LAG).set(lag.as_secs_f64());
+        metrics::counter!(SAGA_ANSWERS_RECORDED_LATER)
+            .absolute(state.args.shards.answers_recorded_later());
         for (index, previous) in state.batched.iter_mut().enumerate() {
             let shard = ShardId(u32::try_from(index).unwrap_or(u32::MAX));
             let label = shard.0.to_string();

@@ -10,6 +10,7 @@
 pub mod batcher;
 #[cfg(feature = "chaos")]
 pub mod chaos;
+mod finisher;
 pub mod frame;
 pub mod limits;
 pub mod network;

@@ -43,6 +43,11 @@ pub const ROUTE_BACKOFF: Duration = Duration::from_millis(100);
 pub const STEP_BACKOFF_MIN: Duration = Duration::from_millis(20);
 pub const STEP_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub const STEP_ATTEMPTS_MAX: u32 = 8;
+/// Cross-shard answers waiting on one node to be recorded at their home shards (see
+/// `finisher`); past it, a coordinator records its answer before answering.
+pub const RECORD_QUEUE_MAX: usize = 16 * 1024;
+/// Answers recorded by one round of the finisher (one `Command::Many` per home shard).
+pub const RECORD_BATCH_MAX: usize = 4096;
 /// Running sagas one sweep of a home shard drives at most (the rest wait for the next sweep).
 pub const SWEEP_BATCH_MAX: usize = 1024;
 /// Sagas one sweep drives at once.

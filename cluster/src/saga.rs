@@ -113,8 +113,9 @@ pub async fn reverse(
 
 /// Runs many transfers as sagas in lockstep (a batch request's cross-shard items): each step
 /// of all of them goes out as one `Command::Many` per shard — one RPC, one log entry, one
-/// apply call — instead of one command per transfer. Five rounds carry the whole batch when
-/// every step answers as expected; an item that meets anything else (a rejected credit, a
+/// apply call — instead of one command per transfer. Four rounds carry the whole batch when
+/// every step answers as expected, and the answers are recorded at home after the reply (a
+/// fifth round when the finisher's queue is full); an item that meets anything else (a rejected credit, a
 /// step that did not answer, a pending transfer, a reversal) leaves the lockstep and is driven
 /// alone by [`drive`], from the same idempotent steps, so its answer is the one its single
 /// call would have got. Answers come back in the order of `requests`.
@@ -228,7 +229,22 @@ pub async fn transfers(
         }
     }
 
-    // Round 5: record every answer at its home shard.
+    // The answers are settled (see `drive_to`): each goes to the finisher to be recorded at
+    // its home after the reply; those it cannot take are recorded now, in round 5.
+    let finishing: Vec<(usize, Saga, TransferOutcome)> = finishing
+        .into_iter()
+        .filter_map(|(index, saga, answer)| {
+            let home = ledger::home_of(&saga.request.id, shards.shard_count());
+            if shards.record_later(home, saga.request.id.clone(), answer.clone()) {
+                answers[index] = Some(Ok(answer));
+                None
+            } else {
+                Some((index, saga, answer))
+            }
+        })
+        .collect();
+
+    // Round 5: record the rest of the answers at their home shards.
     let finishes = finishing
         .iter()
         .map(|(_, saga, answer)| {
@@ -411,9 +427,34 @@ pub async fn decide(
     settle(shards, &saga).await.map(Ok)
 }
 
-/// Drives a running saga to its end and records the answer on its home shard (for a decided
-/// pending transfer: settles its money).
+/// Drives a running saga to its end and answers. The answer of a plain transfer (not pending,
+/// not a reversal) is recorded on its home shard after this returns, with others queued on
+/// this node (see `finisher`); any other is recorded before (and a decided pending transfer's
+/// money is settled).
 pub async fn drive(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    drive_to(shards, saga, Record::Later).await
+}
+
+/// Drives a running saga like [`drive`], recording its answer on the home shard before it
+/// answers: for a reader of the saga's record, which must find it final.
+pub async fn drive_and_record(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, RouteError> {
+    drive_to(shards, saga, Record::Now).await
+}
+
+/// When [`drive_to`] records a plain transfer's answer at home.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// Before answering.
+    Now,
+    /// After, in bulk, when the finisher can take it.
+    Later,
+}
+
+async fn drive_to(
+    shards: &Shards,
+    saga: &Saga,
+    record: Record,
+) -> Result<TransferOutcome, RouteError> {
     if let Some(answer) = &saga.answer {
         if saga.decision.is_some() && saga.settled.is_none() {
             settle(shards, saga).await?;
@@ -435,6 +476,15 @@ pub async fn drive(shards: &Shards, saga: &Saga) -> Result<TransferOutcome, Rout
         legs(shards, saga).await?
     };
     let home = ledger::home_of(&saga.request.id, shards.shard_count());
+    // Settled: every step behind this answer is recorded on its shard, so whoever drives the
+    // saga again reaches this answer; the home record only closes it.
+    let plain = saga.reverses.is_none() && !saga.request.pending;
+    if plain
+        && record == Record::Later
+        && shards.record_later(home, saga.request.id.clone(), answer.clone())
+    {
+        return Ok(answer);
+    }
     let finish = Command::SagaFinish {
         id: saga.request.id.clone(),
         answer,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use consensus::{NodeId, Raft, ShardRequest, StateReader};
 use futures::future::BoxFuture;
 use ledger::{
-    AccountId, Answer, Command, Outcome, Query, ShardId, TransferOutcome, TransferRequest,
+    AccountId, Answer, Command, Outcome, Query, ShardId, TransferId, TransferOutcome,
+    TransferRequest,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::BasicNode;
@@ -122,6 +123,8 @@ pub struct Shards {
     clock: Arc<Clock>,
     /// Each group's preferred leader (leaderships are dealt round-robin over the members).
     preferred: Vec<NodeId>,
+    /// Records cross-shard answers at home after the client has them (once started).
+    finisher: std::sync::OnceLock<crate::finisher::Finisher>,
 }
 
 /// Commands whose retry after an unknown outcome is harmless (the ledger dedups them).
@@ -155,7 +158,39 @@ impl Shards {
             peers,
             clock,
             preferred,
+            finisher: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts recording cross-shard answers at their home shards after the clients have them,
+    /// many per Raft entry (see `finisher`), waiting `linger` after the first of a round for
+    /// more. Until this is called (and if called again: the first stays), every coordinator
+    /// records its answer before answering.
+    pub fn start_finisher(self: &Arc<Self>, linger: std::time::Duration) {
+        let finisher = crate::finisher::Finisher::start(Arc::downgrade(self), linger);
+        if self.finisher.set(finisher).is_err() {
+            tracing::warn!("the saga finisher was already started");
+        }
+    }
+
+    /// Hands `answer` over to be recorded at `home` later; `false` when it cannot be (no
+    /// finisher, or its queue is full): the caller records it now.
+    pub(crate) fn record_later(
+        &self,
+        home: ShardId,
+        id: TransferId,
+        answer: TransferOutcome,
+    ) -> bool {
+        self.finisher
+            .get()
+            .is_some_and(|finisher| finisher.offer(home, id, answer))
+    }
+
+    /// Cross-shard answers recorded at home after their clients had them, since the start.
+    pub fn answers_recorded_later(&self) -> u64 {
+        self.finisher
+            .get()
+            .map_or(0, crate::finisher::Finisher::recorded)
     }
 
     /// Each group's preferred leader.

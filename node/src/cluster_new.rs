@@ -72,6 +72,7 @@ pub fn write_cluster(
             shards,
             raft: tuning.clone(),
             actors: crate::config::ActorTuning::default(),
+            sagas: crate::config::SagaTuning::default(),
             tls: TlsConfig {
                 ca_cert: dir.join("ca.pem"),
                 cert: node_dir.join("node.pem"),

@@ -27,6 +27,8 @@ pub struct Config {
     pub raft: RaftTuning,
     #[serde(default)]
     pub actors: ActorTuning,
+    #[serde(default)]
+    pub sagas: SagaTuning,
     pub tls: TlsConfig,
     /// Every member of the cluster, this node included.
     pub peers: Vec<Peer>,
@@ -85,6 +87,18 @@ impl Default for ActorTuning {
             resident_accounts_max: actors::limits::RESIDENT_ACCOUNTS_MAX,
         }
     }
+}
+
+/// How cross-shard transfers are coordinated.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaTuning {
+    /// How long the node waits, once a cross-shard answer is queued to be recorded on its
+    /// home shard (after the client has it), for more to record in the same Raft entries. 0
+    /// (the default) takes whatever is queued at once: the queue fills while a round is in
+    /// flight. At most `SAGA_RECORD_LINGER_MS_MAX`.
+    #[serde(default)]
+    pub record_linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +205,12 @@ impl Config {
                  resident_accounts_max > 0"
                     .into(),
             );
+        }
+        let linger_max = crate::limits::SAGA_RECORD_LINGER_MS_MAX;
+        if self.sagas.record_linger_ms > linger_max {
+            return Err(format!(
+                "sagas: record_linger_ms must be at most {linger_max}"
+            ));
         }
         Ok(())
     }

@@ -269,6 +269,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         preferred,
     ));
+    shards.start_finisher(std::time::Duration::from_millis(
+        config.sagas.record_linger_ms,
+    ));
 
     // The actor layer: account actors take client transfers (forwarded ones too).
     let accounts = actors::Accounts::start(

@@ -135,7 +135,15 @@ async fn transfers_within_and_across_shards() {
             assert_eq!(balances.get(id), Some(balance), "node {node}: {id}");
         }
         assert_eq!(balances["float"], -total, "node {node}");
-        assert_eq!(summary_field(&cluster, node, "sagas_running").await, 0);
+        // The last answers may still be on their way to their home records (`finisher`).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while summary_field(&cluster, node, "sagas_running").await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: sagas still running"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
     }
 
@@ -1134,4 +1142,100 @@ async fn groups_snapshot_after_many_commands_in_few_entries() {
         let account = cluster.account(2, id).await;
         assert_eq!(account["name"], "bulk", "{account}");
     }
+}
+
+/// Goal: a cross-shard transfer answers its client before its home shard records the answer,
+/// and no reader can tell: the record reads final at once on every node (a read drives the
+/// saga and records it first), the transfer can be reversed at once, a retry answers the same,
+/// and the queued answers are recorded at home in bulk on their own. The nodes hold every
+/// queued answer 1.5 s (`sagas.record_linger_ms`), so every read here comes while it waits.
+/// Fails if the answer waits for its record (the counter of answers recorded later stays 0)
+/// or if a read shows the saga as it stands (`pending`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_shard_answer_is_recorded_after_the_reply_and_reads_final_at_once() {
+    let cluster = TestCluster::create(sharded());
+    for node in ALL {
+        let path = cluster.dir.join(format!("node-{node}")).join("config.toml");
+        let text = std::fs::read_to_string(&path).expect("read config");
+        assert!(text.contains("record_linger_ms = 0"), "{text}");
+        let text = text.replace("record_linger_ms = 0", "record_linger_ms = 1500");
+        std::fs::write(&path, text).expect("write config");
+        cluster.start_node(node);
+    }
+    cluster.wait_for_leader().await;
+    let ids = customers_on_every_shard(1);
+    open_and_fund(&cluster, &ids, 10_000).await;
+    let (a, b) = (&ids[0], &ids[1]);
+    let (sa, sb) = (shard(a), shard(b));
+    assert_ne!(sa, sb);
+    let foreign = |prefix: &str| id_homed(prefix, |home| home != sa && home != sb);
+
+    let t1 = foreign("later-read");
+    let body = transfer_body(&t1, "p2p", a, b, 1_000);
+    let (status, answer) = cluster.transfer(1, &body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (201, Some("completed")),
+        "{answer}"
+    );
+    let (found, record) = cluster.get_transfer(2, &t1).await;
+    assert_eq!(
+        (found, record["status"].as_str(), record["fee"].clone()),
+        (200, Some("completed"), answer["fee"].clone()),
+        "{record}"
+    );
+    let (status, again) = cluster.transfer(3, &body).await;
+    assert_eq!((status, &again), (201, &answer), "a retry answers the same");
+
+    let t2 = foreign("later-reverse");
+    let (status, answer) = cluster
+        .transfer(2, &transfer_body(&t2, "p2p", a, b, 500))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, reversed) = cluster
+        .post(
+            3,
+            &format!("/v1/transfers/{t2}/reverse"),
+            &json!({"id": "later-reverse-back", "reason": "mistake"}),
+        )
+        .await;
+    assert_eq!(
+        (status, reversed["status"].as_str()),
+        (201, Some("completed")),
+        "{reversed}"
+    );
+
+    let t3 = foreign("later-unread");
+    let (status, answer) = cluster
+        .transfer(3, &transfer_body(&t3, "p2p", b, a, 200))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    // Every coordinator queued its answer; the queues record them (three at least).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut recorded = 0.0;
+        for node in ALL {
+            let text = cluster.metrics(node).await;
+            recorded += text
+                .lines()
+                .find_map(|line| line.strip_prefix("cellpay_saga_answers_recorded_later_total "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        if recorded >= 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {recorded} answers recorded later"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, record) = cluster.get_transfer(1, &t3).await;
+    assert_eq!(record["status"], "completed", "{record}");
+    let (_, record) = cluster.get_transfer(1, &t2).await;
+    assert_eq!(record["status"], "reversed", "{record}");
+    // The last money moved was t3's: the balances are the ones its answer gave.
+    assert_eq!(json!(cluster.balance(1, b).await), answer["from_balance"]);
+    assert_eq!(json!(cluster.balance(2, a).await), answer["to_balance"]);
 }

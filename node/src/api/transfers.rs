@@ -20,7 +20,7 @@ use super::accounts::{parse_account_id, parse_currency};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::App;
-use crate::limits::{BATCH_MAX, BATCH_SAGAS_CONCURRENCY};
+use crate::limits::{BATCH_MAX, BATCH_SAGAS_CONCURRENCY, SETTLE_ON_READ_MAX};
 use crate::telemetry;
 
 #[derive(Deserialize)]
@@ -254,7 +254,9 @@ pub async fn batch(
 }
 
 /// Finds a transfer's record and the shard holding it: the id's home shard first (its record
-/// is authoritative, a saga's included), then every other group.
+/// is authoritative, a saga's included), then every other group. A saga still running at home
+/// is driven to its answer and recorded first (see [`settle_running`]), so a transfer a client
+/// was answered for reads as answered.
 async fn locate(app: &App, id: &TransferId) -> Result<(ShardId, TransferView), ApiError> {
     let groups = u32::try_from(app.shards.groups().len()).expect("group count fits u32");
     let home = ledger::home_of(id, app.shards.shard_count());
@@ -263,10 +265,50 @@ async fn locate(app: &App, id: &TransferId) -> Result<(ShardId, TransferView), A
         if let Answer::Transfer(Some(view)) =
             app.shards.read(shard, Query::Transfer(id.clone())).await?
         {
+            if shard == home && view.status == TransferStatus::Pending {
+                if let Some(view) = settle_running(app, home, id).await? {
+                    return Ok((home, view));
+                }
+            }
             return Ok((shard, view));
         }
     }
     Err(ApiError::from_code(ledger::Code::TransferNotFound))
+}
+
+/// A saga at `home` without its answer yet — in flight, or answered to its client with the
+/// record still queued on the coordinator's node (`cluster::finisher`) — is driven to its
+/// answer, which is recorded, and its record read again. Every step is idempotent, so this
+/// reader is one more coordinator and reaches the answer the client got. `None` when the saga
+/// has its answer (a pending transfer waiting for its post or void) or is not a saga, and when
+/// it cannot be settled within `SETTLE_ON_READ_MAX` (its shards unreachable): the caller shows
+/// the record as it stands.
+async fn settle_running(
+    app: &App,
+    home: ShardId,
+    id: &TransferId,
+) -> Result<Option<TransferView>, ApiError> {
+    let saga = match app.shards.read(home, Query::Saga(id.clone())).await? {
+        Answer::Saga(Some(saga)) if saga.answer.is_none() => saga,
+        _ => return Ok(None),
+    };
+    let settled = tokio::time::timeout(
+        SETTLE_ON_READ_MAX,
+        saga::drive_and_record(&app.shards, &saga),
+    )
+    .await;
+    match settled {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(%id, %error, "a running saga read as it stands");
+            return Ok(None);
+        }
+        Err(_) => return Ok(None),
+    }
+    match app.shards.read(home, Query::Transfer(id.clone())).await? {
+        Answer::Transfer(Some(view)) => Ok(Some(view)),
+        _ => Ok(None),
+    }
 }
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
