@@ -25,7 +25,7 @@ use std::time::Duration;
 use ledger::{Command, ShardId, TransferId, TransferOutcome};
 use tokio::sync::mpsc;
 
-use crate::limits::{RECORD_BATCH_MAX, RECORD_QUEUE_MAX};
+use crate::limits::{RECORD_BATCH_MAX, RECORD_QUEUE_MAX, RECORD_ROUND_TIMEOUT};
 use crate::shards::Shards;
 
 /// One answer to record on its home shard.
@@ -45,7 +45,8 @@ pub(crate) struct Finisher {
 impl Finisher {
     /// Starts the task that drains the queue: it takes everything queued (up to
     /// `RECORD_BATCH_MAX`), waits `linger` for more when asked to, writes one `Command::Many`
-    /// per home shard, and goes again. It ends when `shards` is dropped.
+    /// per home shard (waiting at most `RECORD_ROUND_TIMEOUT` for them), and goes again. It
+    /// ends when `shards` is dropped.
     pub(crate) fn start(shards: Weak<Shards>, linger: Duration) -> Finisher {
         let (sender, receiver) = mpsc::channel(RECORD_QUEUE_MAX);
         let recorded = Arc::new(AtomicU64::new(0));
@@ -109,6 +110,14 @@ async fn drain(
                 }
             }
         });
-        futures::future::join_all(writes).await;
+        // One slow home (a leader being elected) must not hold the others' next records back:
+        // what has not answered by the bound is left to that home's sweep.
+        let round = futures::future::join_all(writes);
+        if tokio::time::timeout(RECORD_ROUND_TIMEOUT, round)
+            .await
+            .is_err()
+        {
+            tracing::debug!("a round of saga answers timed out; the rest is left to the sweep");
+        }
     }
 }

@@ -48,6 +48,9 @@ pub const STEP_ATTEMPTS_MAX: u32 = 8;
 pub const RECORD_QUEUE_MAX: usize = 16 * 1024;
 /// Answers recorded by one round of the finisher (one `Command::Many` per home shard).
 pub const RECORD_BATCH_MAX: usize = 4096;
+/// How long the finisher waits for one round's homes to answer before it takes the next
+/// round (what did not answer is left to the homes' sweeps, 3 s after the saga began).
+pub const RECORD_ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Running sagas one sweep of a home shard drives at most (the rest wait for the next sweep).
 pub const SWEEP_BATCH_MAX: usize = 1024;
 /// Sagas one sweep drives at once.

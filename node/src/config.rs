@@ -277,5 +277,15 @@ http_addr = "127.0.0.1:8080"
         let mut config: Config = toml::from_str(&sample()).expect("parses");
         config.token = "short".into();
         assert!(config.validate().is_err());
+        let text = format!("{}\n[sagas]\nrecord_linger_ms = 2001\n", sample());
+        let config: Config = toml::from_str(&text).expect("parses");
+        assert!(config
+            .validate()
+            .expect_err("linger past the bound")
+            .contains("record_linger_ms"));
+        let text = format!("{}\n[sagas]\nrecord_linger_ms = 2000\n", sample());
+        let config: Config = toml::from_str(&text).expect("parses");
+        assert_eq!(config.sagas.record_linger_ms, 2000);
+        config.validate().expect("the bound itself is allowed");
     }
 }

@@ -20,8 +20,10 @@ pub const DAYS_LIMIT_MAX: usize = ledger::limits::CLOSES_KEPT;
 /// Cross-shard items of one batch request run as sagas, this many at once.
 pub const BATCH_SAGAS_CONCURRENCY: usize = 256;
 /// How long a read of a transfer may spend driving its still-running saga to its answer
-/// before it shows the record as it stands (`api::transfers::settle_running`).
-pub const SETTLE_ON_READ_MAX: Duration = Duration::from_secs(3);
+/// before it shows the record as it stands (`api::transfers::settle_running`): a forwarded
+/// call's own deadline (`cluster::limits::FORWARD_TIMEOUT`), so a leadership moving under one
+/// of the saga's groups (a hand-back holds its writes for seconds) does not cut it short.
+pub const SETTLE_ON_READ_MAX: Duration = cluster::limits::FORWARD_TIMEOUT;
 /// The longest `sagas.record_linger_ms`: below the home shard's sweep of running sagas (3 s),
 /// so a queued answer is recorded before the sweep would drive its saga again.
 pub const SAGA_RECORD_LINGER_MS_MAX: u64 = 2000;

@@ -279,19 +279,23 @@ async fn locate(app: &App, id: &TransferId) -> Result<(ShardId, TransferView), A
 /// A saga at `home` without its answer yet — in flight, or answered to its client with the
 /// record still queued on the coordinator's node (`cluster::finisher`) — is driven to its
 /// answer, which is recorded, and its record read again. Every step is idempotent, so this
-/// reader is one more coordinator and reaches the answer the client got. `None` when the saga
-/// has its answer (a pending transfer waiting for its post or void) or is not a saga, and when
-/// it cannot be settled within `SETTLE_ON_READ_MAX` (its shards unreachable): the caller shows
-/// the record as it stands.
+/// reader is one more coordinator and reaches the answer the client got. A saga that has its
+/// answer by now is read as it is. `None` when there is no saga under the id, and when it
+/// cannot be settled within `SETTLE_ON_READ_MAX` (its shards unreachable): the caller shows
+/// the record as it stood.
 async fn settle_running(
     app: &App,
     home: ShardId,
     id: &TransferId,
 ) -> Result<Option<TransferView>, ApiError> {
     let saga = match app.shards.read(home, Query::Saga(id.clone())).await? {
-        Answer::Saga(Some(saga)) if saga.answer.is_none() => saga,
+        Answer::Saga(Some(saga)) => saga,
         _ => return Ok(None),
     };
+    if saga.answer.is_some() {
+        // Recorded between the two reads (or waiting for its post or void): read as it is now.
+        return Ok(Some(TransferView::of_saga(&saga)));
+    }
     let settled = tokio::time::timeout(
         SETTLE_ON_READ_MAX,
         saga::drive_and_record(&app.shards, &saga),
