@@ -115,10 +115,10 @@ pub async fn reverse(
 /// of all of them goes out as one `Command::Many` per shard — one RPC, one log entry, one
 /// apply call — instead of one command per transfer. Four rounds carry the whole batch when
 /// every step answers as expected, and the answers are recorded at home after the reply (a
-/// fifth round when the finisher's queue is full); an item that meets anything else (a rejected credit, a
-/// step that did not answer, a pending transfer, a reversal) leaves the lockstep and is driven
-/// alone by [`drive`], from the same idempotent steps, so its answer is the one its single
-/// call would have got. Answers come back in the order of `requests`.
+/// fifth round when the finisher's queue is full); an item that meets anything else (a
+/// rejected credit, a step that did not answer, a pending transfer, a reversal) leaves the
+/// lockstep and is driven alone by [`drive`], from the same idempotent steps, so its answer is
+/// the one its single call would have got. Answers come back in the order of `requests`.
 pub async fn transfers(
     shards: &Shards,
     requests: Vec<TransferRequest>,

@@ -335,6 +335,13 @@ impl Bench {
         bail!("{method} {path} failed {ATTEMPTS} times; last: {last}")
     }
 
+    /// A `GET` that must answer 200 (retried like [`Bench::call`]); its body.
+    async fn get_ok(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
+        ensure!(status == 200, "GET {path} answered {status}: {body}");
+        Ok(body)
+    }
+
     /// Checks every target's /health and the token; returns the cluster's currency when known.
     async fn preflight(&self) -> anyhow::Result<Option<String>> {
         for target in &self.targets {
@@ -689,13 +696,7 @@ struct Shards {
 impl Shards {
     /// Learns the shard count from `GET /v1/cluster` and places every account.
     async fn of(bench: &Bench, ids: &[String]) -> anyhow::Result<Shards> {
-        let (status, cluster) = bench
-            .call(reqwest::Method::GET, "/v1/cluster", None)
-            .await?;
-        ensure!(
-            status == 200,
-            "GET /v1/cluster answered {status}: {cluster}"
-        );
+        let cluster = bench.get_ok("/v1/cluster").await?;
         let count = cluster["shards"]
             .as_array()
             .map(Vec::len)
@@ -991,13 +992,7 @@ fn format_counts(counts: &BTreeMap<String, u64>) -> String {
 }
 
 async fn summary_field(bench: &Bench, field: &str) -> anyhow::Result<i128> {
-    let (status, summary) = bench
-        .call(reqwest::Method::GET, "/v1/ledger/summary", None)
-        .await?;
-    ensure!(
-        status == 200,
-        "GET /v1/ledger/summary answered {status}: {summary}"
-    );
+    let summary = bench.get_ok("/v1/ledger/summary").await?;
     summary[field]
         .as_i64()
         .map(i128::from)

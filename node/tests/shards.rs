@@ -66,6 +66,19 @@ async fn open_and_fund(
     balances
 }
 
+/// Waits until node `node` counts no running saga (answers may still be on their way to their
+/// home records, and redress takes its time); fails after `within`.
+async fn wait_until_no_saga_runs(cluster: &TestCluster, node: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while summary_field(cluster, node, "sagas_running").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "node {node}: sagas still running after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn summary_field(cluster: &TestCluster, node: u64, field: &str) -> u64 {
     cluster.summary(node).await[field]
         .as_u64()
@@ -136,14 +149,7 @@ async fn transfers_within_and_across_shards() {
         }
         assert_eq!(balances["float"], -total, "node {node}");
         // The last answers may still be on their way to their home records (`finisher`).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while summary_field(&cluster, node, "sagas_running").await > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "node {node}: sagas still running"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until_no_saga_runs(&cluster, node, Duration::from_secs(10)).await;
         assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
     }
 
@@ -803,14 +809,7 @@ async fn pending_and_reversals_across_shards() {
         assert_eq!(balances[a.as_str()], 6_500, "node {node}");
         assert_eq!(balances[a2.as_str()], 10_500, "node {node}");
         assert_eq!(balances[b.as_str()], 500, "node {node}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while summary_field(&cluster, node, "sagas_running").await > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "node {node}: sagas still running"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_until_no_saga_runs(&cluster, node, Duration::from_secs(20)).await;
         assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
         assert_eq!(summary_field(&cluster, node, "pending").await, 0);
     }
@@ -967,14 +966,7 @@ async fn a_batch_across_shards_answers_each_item_like_its_single_call() {
         for (id, balance) in &expected {
             assert_eq!(balances.get(id), Some(balance), "node {node}: {id}");
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while summary_field(&cluster, node, "sagas_running").await > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "sagas left running on node {node}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_until_no_saga_runs(&cluster, node, Duration::from_secs(20)).await;
         assert_eq!(summary_field(&cluster, node, "legs_held").await, 0);
     }
 }
