@@ -7,10 +7,11 @@
 //!
 //! Modules: [`history`] (the operation records), [`checker`] (one invariant per file),
 //! [`net`] (network namespaces, veth, nftables faults), [`nodes`] (the node processes),
-//! [`workload`] (the bank clients), [`nemesis`] (faults by seed), [`runner`] (one run).
+//! [`workload`] (the bank clients), [`nemesis`] (faults by seed), [`runner`] (one run),
+//! [`sharding`] (what a run over several shards changes in a history before the check).
 //!
-//! Dev-only. Depends on nothing of the workspace at build time (it drives the `cellpay`
-//! binary); nothing depends on it.
+//! Dev-only. It drives the `cellpay` binary; of the workspace it uses only `ledger`'s shard
+//! functions (which transfers of a sharded run are sagas); nothing depends on it.
 
 pub mod checker;
 pub mod history;
@@ -18,4 +19,5 @@ pub mod nemesis;
 pub mod net;
 pub mod nodes;
 pub mod runner;
+pub mod sharding;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! `cellpay-chaos`: runs seeded chaos scenarios against real cellpay clusters and checks the
 //! histories. `run --seed N --scenario NAME` replays one run exactly (same faults, same
-//! workload choices); `--ci` runs the six CI scenarios; `--soak DURATION` keeps going.
+//! workload choices); `--ci` runs the six CI scenarios on one shard and the `mix` scenario on
+//! eight (sagas under faults); `--soak DURATION` keeps going.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,9 +18,12 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// The CI suite: six 50-second scenarios.
+    /// The CI suite: six 50-second scenarios on one shard, then `mix` on eight shards.
     #[arg(long)]
     ci: bool,
+    /// Raft groups of a --soak cluster (with more than one, most transfers are sagas).
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
     /// Soak: one 5-node cluster under faults for this long (e.g. 30m of workload; the checks
     /// come on top); faults change every minute, about a quarter of the minutes quiet; the
     /// history is checked every --check-every.
@@ -46,6 +50,9 @@ enum Cmd {
         scenario: String,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Raft groups (with more than one, most transfers are sagas).
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
         #[arg(long, default_value_t = 12)]
         accounts: usize,
         #[arg(long, default_value_t = 8)]
@@ -57,11 +64,15 @@ enum Cmd {
     },
 }
 
-fn config(seed: u64, scenario: Scenario, seconds: u64, out: PathBuf) -> RunConfig {
+/// Shards of the CI suite's sharded run.
+const CI_SHARDS: u32 = 8;
+
+fn config(seed: u64, scenario: Scenario, shards: u32, seconds: u64, out: PathBuf) -> RunConfig {
     RunConfig {
         seed,
         scenario,
         nodes: 3,
+        shards,
         accounts: 12,
         clients: 8,
         duration: Duration::from_secs(seconds),
@@ -73,7 +84,12 @@ async fn one(config: RunConfig) -> anyhow::Result<bool> {
     let started = Instant::now();
     let result = runner::run(&config).await?;
     print_result(
-        &format!("seed {} scenario {}", config.seed, config.scenario.name()),
+        &format!(
+            "seed {} scenario {} shards {}",
+            config.seed,
+            config.scenario.name(),
+            config.shards
+        ),
         started,
         &result,
     );
@@ -169,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         seed,
         scenario,
         nodes,
+        shards,
         accounts,
         clients,
         seconds,
@@ -181,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             scenario,
             nodes,
+            shards,
             accounts,
             clients,
             duration: Duration::from_secs(seconds),
@@ -192,14 +210,28 @@ async fn main() -> anyhow::Result<()> {
         for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
             runs += 1;
             failed += usize::from(
-                !one(config(first_seed + i as u64, scenario, 50, cli.out.clone())).await?,
+                !one(config(
+                    first_seed + i as u64,
+                    scenario,
+                    1,
+                    50,
+                    cli.out.clone(),
+                ))
+                .await?,
             );
         }
+        // Cross-shard transfers (sagas, their deferred records, read repair) under every
+        // kind of fault.
+        let seed = first_seed + Scenario::ALL.len() as u64;
+        runs += 1;
+        failed +=
+            usize::from(!one(config(seed, Scenario::Mix, CI_SHARDS, 50, cli.out.clone())).await?);
     } else if let Some(soak) = cli.soak {
         // Soak shape: 5 nodes, 200 accounts with 5 hot ones, faults changing every minute.
         let config = runner::SoakConfig {
             seed: first_seed,
             nodes: 5,
+            shards: cli.shards,
             accounts: 200,
             clients: 16,
             duration: parse_duration(&soak)?,

@@ -69,7 +69,8 @@ fn free_base_port() -> u16 {
 impl Cluster {
     /// Writes the configuration of an `n`-node cluster under `dir` (and, in lab mode, moves each
     /// node onto its namespace's address).
-    pub fn create(n: usize, dir: &Path, mode: Mode) -> anyhow::Result<Cluster> {
+    /// `shards` Raft groups, each on every node (`cellpay cluster new --shards`).
+    pub fn create(n: usize, shards: u32, dir: &Path, mode: Mode) -> anyhow::Result<Cluster> {
         let bin = cellpay_bin()?;
         let base = free_base_port();
         let status = Command::new(&bin)
@@ -82,10 +83,8 @@ impl Cluster {
                 "2000",
                 "--logs-to-keep",
                 "500",
-                // One Raft group: the checker reads one group's replicas and places every
-                // transfer on one log (sharded histories are not checked yet).
                 "--shards",
-                "1",
+                &shards.to_string(),
             ])
             .stdout(Stdio::null())
             .status()?;

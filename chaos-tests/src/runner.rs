@@ -15,12 +15,15 @@ use crate::history::{Func, History, Op, OpKind, Recorder, TransferOp};
 use crate::nemesis::{self, Plan, Scenario};
 use crate::net::{lab_available, Lab};
 use crate::nodes::{Cluster, Mode};
+use crate::sharding;
 use crate::workload::{self, Target};
 
 pub struct RunConfig {
     pub seed: u64,
     pub scenario: Scenario,
     pub nodes: usize,
+    /// Raft groups, each on every node: with more than one, most transfers are sagas.
+    pub shards: u32,
     pub accounts: usize,
     pub clients: u64,
     pub duration: Duration,
@@ -34,6 +37,7 @@ pub struct RunConfig {
 pub struct SoakConfig {
     pub seed: u64,
     pub nodes: usize,
+    pub shards: u32,
     pub accounts: usize,
     pub clients: u64,
     pub duration: Duration,
@@ -64,12 +68,16 @@ const FINAL_LOOKUP_LANES: usize = 32;
 /// leadership handover, `cluster::limits::HANDOVER_TIMEOUT`).
 const FINAL_LOOKUP_ATTEMPTS: u32 = 5;
 const FINAL_LOOKUP_PAUSE: Duration = Duration::from_secs(1);
+/// How long the final reads wait for every saga to end after healing (a saga a dead node left
+/// running is finished by its home shard's sweep, which looks every few seconds).
+const SAGAS_SETTLE_MAX: Duration = Duration::from_secs(60);
 
 /// A running cluster with its funded accounts, between checked stretches of workload.
 struct Session {
     cluster: Arc<Mutex<Cluster>>,
     target: Target,
     accounts: Arc<Vec<String>>,
+    shards: u32,
     /// Every balance at the start of the next stretch (a consistent read, all quiet).
     initial: std::collections::BTreeMap<String, i64>,
     mode: &'static str,
@@ -92,6 +100,7 @@ impl Session {
         seed: u64,
         scenario: &str,
         nodes: usize,
+        shards: u32,
         accounts: usize,
     ) -> anyhow::Result<Self> {
         let forced_loopback = std::env::var("CELLPAY_CHAOS_LOOPBACK").is_ok_and(|v| v == "1");
@@ -110,9 +119,9 @@ impl Session {
         let scratch = tempfile::Builder::new()
             .prefix("cellpay-chaos-")
             .tempdir()?;
-        let mut cluster = Cluster::create(nodes, &scratch.path().join("cluster"), mode)?;
+        let mut cluster = Cluster::create(nodes, shards, &scratch.path().join("cluster"), mode)?;
         let mode_name = cluster.mode_name();
-        eprintln!("chaos: seed {seed} scenario {scenario} mode {mode_name}");
+        eprintln!("chaos: seed {seed} scenario {scenario} mode {mode_name} shards {shards}");
         for k in 1..=nodes as u64 {
             cluster.start(k)?;
         }
@@ -131,6 +140,7 @@ impl Session {
             cluster: Arc::new(Mutex::new(cluster)),
             target,
             accounts,
+            shards,
             initial,
             mode: mode_name,
             _scratch: scratch,
@@ -171,12 +181,19 @@ impl Session {
         }
         nemesis::heal(&self.cluster).await;
         recorder.mark_healed();
-        probe(&self.target, &recorder, &self.accounts, &stretch.prefix).await;
+        probe(
+            &self.target,
+            &recorder,
+            &self.accounts,
+            self.shards,
+            &stretch.prefix,
+        )
+        .await;
         let settled = final_reads(&self.cluster, &self.target, &recorder).await;
 
         let initial = std::mem::take(&mut self.initial);
         let mut history = recorder.take(stretch.seed, initial);
-        assign_single_group(&mut history);
+        sharding::prepare(&mut history, self.shards);
         let report = checker::check(&history);
         if !report.violations.is_empty() || !log.problems.is_empty() {
             let guard = self.cluster.lock().await;
@@ -201,6 +218,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunResult> {
         config.seed,
         config.scenario.name(),
         config.nodes,
+        config.shards,
         config.accounts,
     )
     .await?;
@@ -228,7 +246,14 @@ pub async fn soak(
     config: &SoakConfig,
     mut report: impl FnMut(u64, &RunResult),
 ) -> anyhow::Result<SoakResult> {
-    let mut session = Session::start(config.seed, "soak", config.nodes, config.accounts).await?;
+    let mut session = Session::start(
+        config.seed,
+        "soak",
+        config.nodes,
+        config.shards,
+        config.accounts,
+    )
+    .await?;
     // The duration counts workload time; the checks in between come on top.
     let mut worked = Duration::ZERO;
     let mut stretches = Vec::new();
@@ -264,28 +289,41 @@ pub async fn soak(
     })
 }
 
-/// After healing: a transfer and a read must succeed on every node within the window.
-async fn probe(target: &Target, recorder: &Recorder, accounts: &[String], prefix: &str) {
+/// After healing: a transfer and a read must succeed on every node within the window, for
+/// every shard holding one of the accounts (its first account pays, and is read).
+async fn probe(
+    target: &Target,
+    recorder: &Recorder,
+    accounts: &[String],
+    shards: u32,
+    prefix: &str,
+) {
+    let mut payers: std::collections::BTreeMap<u32, &String> = std::collections::BTreeMap::new();
+    for account in accounts {
+        if let Some(shard) = sharding::shard_of_account(account, shards) {
+            payers.entry(shard).or_insert(account);
+        }
+    }
     let started = Instant::now();
-    for node in 0..target.urls.len() {
-        let process = 20_000 + node as u64;
+    let probes = (0..target.urls.len()).flat_map(|node| payers.values().map(move |a| (node, *a)));
+    for (number, (node, payer)) in probes.enumerate() {
+        let process = 20_000 + number as u64;
+        let payee = accounts.iter().find(|a| *a != payer).expect("two accounts");
         let mut attempt = 0u64;
         let mut transferred = false;
         let mut read = false;
         while !(transferred && read) && started.elapsed() < RECOVERY_WINDOW {
             attempt += 1;
             if !transferred {
-                let id = format!("{prefix}probe-{node}-{attempt}");
-                let transfer = TransferOp::new(&id, "p2p", &accounts[0], &accounts[1], 1);
+                let id = format!("{prefix}probe-{node}-{number}-{attempt}");
+                let transfer = TransferOp::new(&id, "p2p", payer, payee, 1);
                 let unknown =
                     workload::transfer_as(process, node, target, recorder, &transfer, Func::Probe)
                         .await;
                 transferred = !unknown && last_ok(recorder, process);
             }
             if !read {
-                read =
-                    workload::read_as(process, node, target, recorder, &accounts[0], Func::Probe)
-                        .await;
+                read = workload::read_as(process, node, target, recorder, payer, Func::Probe).await;
             }
             if !(transferred && read) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -311,6 +349,8 @@ async fn final_reads(
         let guard = cluster.lock().await;
         let _ = guard.wait_for_leader(Duration::from_secs(30)).await;
     }
+    // Sagas first: the replicas are compared once every transfer has settled.
+    sagas_settled(target).await;
     // A consistent read of everything through the leader (conservation on a live snapshot).
     let invoke = recorder.record(Op::invoke(29_999, Func::ReadAll, 0, 1));
     let consistent = workload::read_all(target, 0).await;
@@ -327,14 +367,28 @@ async fn final_reads(
         let process = 30_000 + node as u64;
         let invoke = recorder.record(Op::invoke(process, Func::FinalRead, 0, node as u64 + 1));
         let op = match replica {
-            Some(replica) => {
-                let op = invoke
+            // One group: its applied index and digest, compared per shard. Several: the
+            // balances summed over the groups (a system account has a slice in each), and
+            // every group's index and digest in one mark, compared between the nodes.
+            Some(replica) => match replica.groups.as_slice() {
+                [(applied, digest)] => invoke
                     .complete(OpKind::Ok, 0)
                     .with_shard(0)
-                    .with_log(replica.applied, None);
-                op.with_balances(replica.balances.clone())
-                    .with_digest(&replica.digest)
-            }
+                    .with_log(*applied, None)
+                    .with_balances(replica.balances.clone())
+                    .with_digest(digest),
+                groups => {
+                    let mark: Vec<String> = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(g, (applied, digest))| format!("{g}@{applied}:{digest}"))
+                        .collect();
+                    invoke
+                        .complete(OpKind::Ok, 0)
+                        .with_balances(replica.balances.clone())
+                        .with_digest(&mark.join(" "))
+                }
+            },
             None => invoke.complete(OpKind::Fail, 0),
         };
         recorder.record(op);
@@ -382,10 +436,11 @@ async fn final_reads(
     consistent
 }
 
-/// One node's own replica, read locally (`/v1/admin/replica`).
+/// One node's own replicas of every group, read locally (`/v1/admin/replica`).
 struct Replica {
-    applied: u64,
-    digest: String,
+    /// Each group's applied index and state digest, in group order.
+    groups: Vec<(u64, String)>,
+    /// Every account's balance summed over the groups.
     balances: std::collections::BTreeMap<String, i64>,
 }
 
@@ -399,17 +454,45 @@ async fn replica(target: &Target, node: usize) -> Option<Replica> {
         .await
         .ok()?;
     let body: serde_json::Value = response.json().await.ok()?;
-    let group = &body["groups"][0];
-    let balances = group["balances"]
-        .as_object()?
-        .iter()
-        .filter_map(|(id, b)| Some((id.clone(), b.as_i64()?)))
-        .collect();
-    Some(Replica {
-        applied: group["applied_index"].as_u64()?,
-        digest: group["digest"].as_str()?.to_string(),
-        balances,
-    })
+    let mut groups = Vec::new();
+    let mut balances = std::collections::BTreeMap::new();
+    for group in body["groups"].as_array()? {
+        for (id, balance) in group["balances"].as_object()? {
+            *balances.entry(id.clone()).or_insert(0i64) += balance.as_i64()?;
+        }
+        groups.push((
+            group["applied_index"].as_u64()?,
+            group["digest"].as_str()?.to_string(),
+        ));
+    }
+    Some(Replica { groups, balances })
+}
+
+/// Waits (at most [`SAGAS_SETTLE_MAX`]) until the ledger summary shows no saga running.
+async fn sagas_settled(target: &Target) {
+    let deadline = Instant::now() + SAGAS_SETTLE_MAX;
+    while Instant::now() < deadline {
+        let url = format!("{}/v1/ledger/summary", target.urls[0]);
+        let running = match target
+            .client
+            .get(url)
+            .bearer_auth(&target.token)
+            .send()
+            .await
+        {
+            Ok(response) => response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|body| body["sagas_running"].as_u64()),
+            Err(_) => None,
+        };
+        if running == Some(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("chaos: sagas still running {SAGAS_SETTLE_MAX:?} after healing");
 }
 
 /// Every replica once they all applied the same index (bounded wait: with no writes left,
@@ -421,8 +504,11 @@ async fn settled_replicas(target: &Target) -> Vec<Option<Replica>> {
         for node in 0..target.urls.len() {
             replicas.push(replica(target, node).await);
         }
-        let indexes: std::collections::BTreeSet<u64> =
-            replicas.iter().flatten().map(|r| r.applied).collect();
+        let indexes: std::collections::BTreeSet<Vec<u64>> = replicas
+            .iter()
+            .flatten()
+            .map(|r| r.groups.iter().map(|(applied, _)| *applied).collect())
+            .collect();
         let all_answered = replicas.iter().all(Option::is_some);
         if (all_answered && indexes.len() == 1) || Instant::now() > deadline {
             return replicas;
@@ -446,14 +532,4 @@ fn keep_evidence(
     }
     eprintln!("chaos: evidence kept in {}", dir.display());
     Ok(())
-}
-
-/// This version runs one Raft group for every shard: operations the server answered without a
-/// shard (failures, unknown outcomes) belong to group 0's stream too.
-fn assign_single_group(history: &mut History) {
-    for op in &mut history.ops {
-        if matches!(op.f, Func::Transfer | Func::Read | Func::Probe) && op.shard.is_none() {
-            op.shard = Some(0);
-        }
-    }
 }
