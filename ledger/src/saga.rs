@@ -248,18 +248,18 @@ impl Leg {
 
 impl Ledger {
     pub fn saga(&self, id: &TransferId) -> Option<&Saga> {
-        self.sagas.get(id)
+        self.sagas.get(id).map(|saga| &**saga)
     }
 
     pub fn leg(&self, id: &TransferId) -> Option<&Leg> {
-        self.legs.get(id)
+        self.legs.get(id).map(|leg| &**leg)
     }
 
     /// Running sagas, earliest deadline first (a new leader's coordinator drives them all).
     pub fn running_sagas(&self) -> impl Iterator<Item = &Saga> {
         self.saga_deadlines
             .iter()
-            .filter_map(|(_, id)| self.sagas.get(id))
+            .filter_map(|(_, id)| self.sagas.get(id).map(|saga| &**saga))
     }
 
     /// The earliest deadline of a running saga.
@@ -280,7 +280,7 @@ impl Ledger {
             }
             return match &saga.answer {
                 Some(answer) => SagaOutcome::Finished(answer.clone()),
-                None => SagaOutcome::Running(saga.clone()),
+                None => SagaOutcome::Running(Saga::clone(saga)),
             };
         }
         if self.transfers.contains_key(&request.id) {
@@ -315,7 +315,8 @@ impl Ledger {
         };
         self.saga_deadlines
             .insert((deadline_ms, request.id.clone()));
-        self.sagas.insert(request.id.clone(), saga.clone());
+        self.sagas
+            .insert(request.id.clone(), Box::new(saga.clone()));
         SagaOutcome::Running(saga)
     }
 
@@ -346,7 +347,7 @@ impl Ledger {
             return SagaOutcome::Refused(Code::TransferNotFound);
         };
         if saga.decision.is_some() {
-            return SagaOutcome::Decided(saga.clone());
+            return SagaOutcome::Decided(Saga::clone(saga));
         }
         if !saga.is_waiting() {
             return SagaOutcome::Refused(Code::TransferNotPending);
@@ -357,7 +358,7 @@ impl Ledger {
         let removed = self.saga_expiries.remove(&(expires, id.clone()));
         assert!(removed, "waiting saga {id} had no expiry entry");
         self.saga_deadlines.insert((saga.deadline_ms, id.clone()));
-        SagaOutcome::Decided(saga.clone())
+        SagaOutcome::Decided(Saga::clone(saga))
     }
 
     /// Home shard: records where a decided pending transfer's money ended; the first stays.
@@ -381,7 +382,7 @@ impl Ledger {
             let removed = self.saga_deadlines.remove(&(saga.deadline_ms, id.clone()));
             assert!(removed, "decided saga {id} had no deadline entry");
         }
-        SagaOutcome::Decided(saga.clone())
+        SagaOutcome::Decided(Saga::clone(saga))
     }
 
     /// Voids (decides) waiting pending sagas whose deadline is at or before `at`, at most
@@ -475,7 +476,7 @@ impl Ledger {
 
     fn record_leg(&mut self, request: Option<&TransferRequest>, id: &TransferId, leg: Leg) {
         debug_assert!(request.is_none_or(|r| r.id == *id));
-        self.legs.insert(id.clone(), leg);
+        self.legs.insert(id.clone(), Box::new(leg));
     }
 
     fn new_leg(request: Option<&TransferRequest>, fee: u64, state: LegState, at: At) -> Leg {

@@ -28,26 +28,31 @@ use crate::views::{AccountView, EntryView, Summary, TransferView};
 /// Version of the snapshot encoding of [`Ledger`]; bump on any change of its fields.
 pub const LEDGER_FORMAT_VERSION: u32 = 5;
 
+/// The records of transfers, sagas and legs are boxed in their maps: a B-tree leaf then holds
+/// eleven keys and pointers instead of eleven 176–376-byte records, so an insert at a scattered
+/// key shifts bytes, not records, and leaves left partly empty waste pointers, not records
+/// (`tests/transfer_memory.rs`: 975 → 818 resident bytes per completed transfer). serde encodes
+/// a `Box<T>` as its `T`: the snapshot encoding is the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     pub(crate) currency: Currency,
     #[serde(deserialize_with = "dense_map")]
     pub(crate) accounts: BTreeMap<AccountId, Account>,
     #[serde(deserialize_with = "dense_map")]
-    pub(crate) transfers: BTreeMap<TransferId, Transfer>,
+    pub(crate) transfers: BTreeMap<TransferId, Box<Transfer>>,
     /// Pending transfers by deadline.
     pub(crate) expiries: BTreeSet<(u64, TransferId)>,
     pub(crate) tariff: Tariff,
     /// Cross-shard transfers whose home is this shard (see [`crate::saga`]).
     #[serde(deserialize_with = "dense_map")]
-    pub(crate) sagas: BTreeMap<TransferId, Saga>,
+    pub(crate) sagas: BTreeMap<TransferId, Box<Saga>>,
     /// Running sagas by deadline.
     pub(crate) saga_deadlines: BTreeSet<(u64, TransferId)>,
     /// Pending sagas waiting for post or void, by expiry.
     pub(crate) saga_expiries: BTreeSet<(u64, TransferId)>,
     /// This shard's legs of cross-shard transfers.
     #[serde(deserialize_with = "dense_map")]
-    pub(crate) legs: BTreeMap<TransferId, Leg>,
+    pub(crate) legs: BTreeMap<TransferId, Box<Leg>>,
     /// When business days end (see [`crate::day`]).
     pub(crate) schedule: Schedule,
     /// The open business day's totals.
@@ -203,7 +208,7 @@ impl Ledger {
     }
 
     pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
-        self.transfers.get(id)
+        self.transfers.get(id).map(|transfer| &**transfer)
     }
 
     pub fn tariff(&self) -> &Tariff {
@@ -679,7 +684,7 @@ impl Ledger {
             origin,
             answer: answer.clone(),
         };
-        self.transfers.insert(id, transfer);
+        self.transfers.insert(id, Box::new(transfer));
         answer
     }
 
@@ -797,7 +802,8 @@ impl Ledger {
             origin,
             answer,
         };
-        self.transfers.insert(request.id.clone(), transfer);
+        self.transfers
+            .insert(request.id.clone(), Box::new(transfer));
     }
 
     /// Posts `amount + fee` out of `from`, `amount` into `to` and `fee` into `fees`, writes the
@@ -1090,7 +1096,8 @@ impl Ledger {
             origin,
             answer: answer.clone(),
         };
-        self.transfers.insert(request.id.clone(), reversal);
+        self.transfers
+            .insert(request.id.clone(), Box::new(reversal));
         let original = self
             .transfers
             .get_mut(&request.original)
