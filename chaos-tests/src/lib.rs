@@ -10,8 +10,9 @@
 //! [`workload`] (the bank clients), [`nemesis`] (faults by seed), [`runner`] (one run),
 //! [`sharding`] (what a run over several shards changes in a history before the check).
 //!
-//! Dev-only. It drives the `cellpay` binary; of the workspace it uses only `ledger`'s shard
-//! functions (which transfers of a sharded run are sagas); nothing depends on it.
+//! Dev-only. It drives the `cellpay` binary; of the workspace it uses only the routing
+//! (`cluster::saga::Route`, `ledger::shard_of`: which transfers of a sharded run are sagas);
+//! nothing depends on it.
 
 pub mod checker;
 pub mod history;

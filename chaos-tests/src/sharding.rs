@@ -9,34 +9,31 @@
 //! others' (from their answers and from every lookup of their ids): those transfers are placed
 //! by real time only, which every check treats soundly (an unknown order allows every order).
 //! It also names the shard of every transfer, read and probe the server answered without one
-//! (failures, unknown outcomes), as the routing does, so each shard's stream is complete.
+//! (failures, unknown outcomes), by the node's own routing, so each shard's stream is complete.
 
 use std::collections::BTreeSet;
 
-use ledger::{AccountId, ShardId, TransferId};
+use cluster::saga::Route;
+use ledger::{AccountId, Currency, TransferId, TransferKind, TransferRequest};
 
 use crate::history::{Func, History};
 
-/// The shard serving `account`'s side of a transfer with `other`: a system account (`float`,
-/// `fees`) has a slice on every shard and is served where the other account lives.
-fn side(account: &AccountId, other: &AccountId, home: ShardId, shards: u32) -> ShardId {
-    match (account.is_system(), other.is_system()) {
-        (true, true) => home,
-        (true, false) => ledger::shard_of(other, shards),
-        (false, _) => ledger::shard_of(account, shards),
-    }
-}
-
-/// The shards a transfer touches: its id's home, the payer's side and the payee's side; `None`
-/// when an id does not parse (such a request is refused before routing).
+/// The shards a transfer touches, by the node's own routing: its id's home, the payer's side
+/// and the payee's side; `None` when an id does not parse (refused before routing).
 pub fn route(id: &str, from: &str, to: &str, shards: u32) -> Option<(u32, u32, u32)> {
-    let id = TransferId::parse(id).ok()?;
-    let from = AccountId::parse(from).ok()?;
-    let to = AccountId::parse(to).ok()?;
-    let home = ledger::home_of(&id, shards);
-    let payer = side(&from, &to, home, shards);
-    let payee = side(&to, &from, home, shards);
-    Some((home.0, payer.0, payee.0))
+    let request = TransferRequest {
+        id: TransferId::parse(id).ok()?,
+        kind: TransferKind::P2p,
+        from: AccountId::parse(from).ok()?,
+        to: AccountId::parse(to).ok()?,
+        amount: 1,
+        currency: Currency::parse("KES").ok()?,
+        memo: String::new(),
+        pending: false,
+        timeout_s: 60,
+    };
+    let route = Route::of(&request, shards);
+    Some((route.home.0, route.payer.0, route.payee.0))
 }
 
 /// The shard an account lives on (a system account: shard 0's slice, for reads).
@@ -92,6 +89,7 @@ pub fn prepare(history: &mut History, shards: u32) {
 mod tests {
     use super::*;
     use crate::history::{Op, OpKind, TransferOp};
+    use ledger::ShardId;
 
     fn customers_on(shards: u32) -> (String, String, String) {
         let ids: Vec<String> = (0..200).map(|i| format!("+25479900{i:04}")).collect();

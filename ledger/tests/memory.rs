@@ -6,6 +6,8 @@
 //! the process's resident memory (`/proc/self/statm`) before and after; then encode it, decode
 //! it beside it, and measure the copy the same way. Linux only.
 
+mod common;
+
 use ledger::{AccountKind, Command, Currency, Ledger, NewAccount, Outcome};
 
 const ACCOUNTS: u64 = 200_000;
@@ -14,15 +16,7 @@ const ACCOUNTS: u64 = 200_000;
 const OPENED_BYTES_MAX: u64 = 260;
 const RELOADED_BYTES_MAX: u64 = 180;
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
+use common::resident_bytes;
 
 #[test]
 fn an_idle_account_stays_small_as_opened_and_after_a_reload() {

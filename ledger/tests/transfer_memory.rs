@@ -6,6 +6,8 @@
 //! meanwhile) open and fund accounts, then read the resident memory (`/proc/self/statm`)
 //! before and after `TRANSFERS` transfers with scattered ids. Linux only.
 
+mod common;
+
 use ledger::{
     AccountId, AccountKind, Command, Currency, Ledger, NewAccount, Outcome, TransferId,
     TransferKind, TransferOutcome, TransferRequest,
@@ -18,15 +20,7 @@ const TRANSFERS: u64 = 200_000;
 /// at scattered keys. About a third of it is the two statement lines.
 const TRANSFER_BYTES_MAX: u64 = 880;
 
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
+use common::resident_bytes;
 
 fn account_id(n: u64) -> AccountId {
     AccountId::parse(&format!("+2547{:08}", (n * 7919) % 100_000_000)).expect("id")
