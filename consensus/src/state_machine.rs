@@ -136,6 +136,14 @@ pub struct StateMachineStore {
     persisting: Arc<std::sync::Mutex<()>>,
     /// The snapshots built since the start (shared with the readers).
     snapshots: Arc<std::sync::Mutex<SnapshotStats>>,
+    /// Writers to the state wait here, asynchronously, while a snapshot is encoded: the
+    /// encoding holds it exclusively (and the state's read lock), each apply or install
+    /// shares it while it holds the state's write lock. Without it an apply blocked on the
+    /// write lock for the whole encoding (seconds for a busy group) and held one of the
+    /// runtime's worker threads with it; the next reader of the state (the monitor, a timer)
+    /// then waited behind that queued writer and held the other, so the node stopped
+    /// answering anything, forwarding and Raft messages included, until the encoding ended.
+    encoding: Arc<tokio::sync::RwLock<()>>,
 }
 
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -356,6 +364,7 @@ impl StateMachineStore {
             loaded: Arc::new(std::sync::Mutex::new(loaded)),
             persisting: Arc::new(std::sync::Mutex::new(())),
             snapshots: Arc::default(),
+            encoding: Arc::default(),
         })
     }
 
@@ -381,10 +390,20 @@ impl StateMachineStore {
         }
     }
 
-    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
-        self.state
+    /// The state's write lock, taken once no snapshot is being encoded (awaited without
+    /// holding a thread); the encoding cannot start until the returned gate is dropped.
+    async fn write_state(
+        &self,
+    ) -> (
+        tokio::sync::RwLockReadGuard<'_, ()>,
+        std::sync::RwLockWriteGuard<'_, Applied>,
+    ) {
+        let gate = self.encoding.read().await;
+        let state = self
+            .state
             .write()
-            .expect("state lock poisoned: a panic while applying stops the node")
+            .expect("state lock poisoned: a panic while applying stops the node");
+        (gate, state)
     }
 
     /// Persists a snapshot (in chunks, each fsync'd, then its head) on the blocking pool; one
@@ -412,12 +431,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // Encoded under the read lock, on the blocking pool: applies wait for the encoding
         // (about a tenth of a second per million accounts, seconds for a busy group holding
         // millions of transfer records; under load the node snapshots its followers first, see
-        // `node/src/snapshots.rs`), and no copy of the ledger is made. A copy doubled a large ledger's
+        // `node/src/snapshots.rs`) at the `encoding` gate, holding no thread while they wait,
+        // and no copy of the ledger is made. A copy doubled a large ledger's
         // memory while the snapshot was built, and the allocator kept much of it afterwards.
         let started = std::time::Instant::now();
         let state = self.state.clone();
         let since = self.since_snapshot.clone();
+        // Writers wait for this gate asynchronously, so no worker thread waits on the state's
+        // lock while the encoding holds it (see `encoding`).
+        let gate = self.encoding.clone().write_owned().await;
         let encode = move || {
+            let _gate = gate;
             let state = state.read().expect("state lock poisoned");
             // `apply` counts under the write lock: this is the count of this state.
             let counted = since.load(Ordering::Acquire);
@@ -499,7 +523,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let mut outcomes = Vec::new();
-        let mut state = self.write_state();
+        let (_gate, mut state) = self.write_state().await;
         for entry in entries {
             assert!(
                 state
@@ -548,7 +572,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let ledger = decode_body(&data)?;
         self.persist(meta.clone(), Arc::new(data)).await?;
-        let mut state = self.write_state();
+        let (_gate, mut state) = self.write_state().await;
         state.ledger = ledger;
         self.since_snapshot.store(0, Ordering::Release);
         state.last_applied = meta.last_log_id;
@@ -722,5 +746,107 @@ mod tests {
             load_snapshot(&db, 0).is_err(),
             "a torn snapshot is an error"
         );
+    }
+
+    /// A ledger whose snapshot takes a while to encode: accounts and many completed transfers.
+    fn busy_ledger(accounts: u64, transfers: u64) -> Ledger {
+        use ledger::{
+            AccountId, AccountKind, Command, NewAccount, TransferId, TransferKind, TransferRequest,
+        };
+        let currency = Currency::parse("KES").expect("currency");
+        let account = |n: u64| AccountId::parse(&format!("+2547{n:08}")).expect("id");
+        let transfer = |id: String, kind, from, to, amount| {
+            Command::Transfer(TransferRequest {
+                id: TransferId::parse(&id).expect("id"),
+                kind,
+                from,
+                to,
+                amount,
+                currency,
+                memo: String::new(),
+                pending: false,
+                timeout_s: 60,
+            })
+        };
+        let mut ledger = Ledger::new(currency);
+        for n in 0..accounts {
+            let new = NewAccount {
+                id: account(n),
+                kind: AccountKind::Customer,
+                name: format!("Subscriber {n}"),
+                currency,
+            };
+            ledger.apply(&Command::CreateAccount(new), 1);
+            let issue = transfer(
+                format!("issue-{n}"),
+                TransferKind::Issue,
+                AccountId::float(),
+                account(n),
+                1_000_000,
+            );
+            ledger.apply(&issue, 2);
+        }
+        for n in 0..transfers {
+            let (from, to) = (account(n % accounts), account((n * 7 + 1) % accounts));
+            let p2p = transfer(format!("t-{n}"), TransferKind::P2p, from, to, 1);
+            ledger.apply(&p2p, 3);
+        }
+        ledger
+    }
+
+    /// Goal: while a snapshot is encoded (seconds for a busy group, under the state's read
+    /// lock), an apply waiting for the state does not hold a runtime thread: the node's other
+    /// work goes on. Before the gate, the apply blocked its worker thread for the whole
+    /// encoding; on a runtime of one worker nothing else ran until the encoding ended, and on
+    /// a node the next reader of the state stopped the other worker too (a 40-s batch run on
+    /// one group stalled for ~5 s while a follower encoded, bench/RESULTS.md session 12).
+    /// Method: one worker thread; an apply is started once the encoding holds the gate, then
+    /// another task must run, and find the encoding still going, before the apply returns.
+    #[test]
+    fn an_apply_waiting_for_a_snapshot_encoding_does_not_hold_a_runtime_thread() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_dir, db) = db();
+        let currency = Currency::parse("KES").expect("currency");
+        let store = StateMachineStore::open(db, 0, currency).expect("open");
+        store.state.write().expect("state").ledger = busy_ledger(1_000, 100_000);
+        runtime.block_on(async move {
+            let mut builder = store.clone();
+            let encoding = store.encoding.clone();
+            let build = tokio::spawn(async move { builder.build_snapshot().await });
+            // The build holds the gate while it encodes.
+            while encoding.try_read().is_ok() {
+                tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+            }
+            let (started, applying) = tokio::sync::oneshot::channel();
+            let mut applier = store.clone();
+            let apply = tokio::spawn(async move {
+                let _ = started.send(());
+                let entry = Entry {
+                    log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+                    payload: EntryPayload::Blank,
+                };
+                applier.apply([entry]).await.expect("apply")
+            });
+            applying.await.expect("the apply started");
+            // Let the apply reach the state (and, before the gate, block the only worker).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let encoding_now = encoding.clone();
+            let still_encoding = tokio::spawn(async move { encoding_now.try_read().is_err() })
+                .await
+                .expect("probe");
+            assert!(
+                still_encoding,
+                "another task ran only after the encoding: the waiting apply held the runtime"
+            );
+            build.await.expect("build").expect("snapshot");
+            let outcomes = apply.await.expect("apply task");
+            assert_eq!(outcomes.len(), 1, "the apply ran after the encoding");
+            let applied = store.reader().read().last_applied;
+            assert_eq!(applied.map(|id| id.index), Some(1));
+        });
     }
 }
