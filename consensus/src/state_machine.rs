@@ -570,13 +570,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let ledger = decode_body(&data)?;
+        // Decoding a busy group's snapshot takes seconds, and so does freeing the ledger it
+        // replaces: both on the blocking pool, so no runtime worker stops for them.
+        let (ledger, data) =
+            tokio::task::spawn_blocking(move || decode_body(&data).map(|ledger| (ledger, data)))
+                .await
+                .map_err(snap_read_err)??;
         self.persist(meta.clone(), Arc::new(data)).await?;
-        let (_gate, mut state) = self.write_state().await;
-        state.ledger = ledger;
-        self.since_snapshot.store(0, Ordering::Release);
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
+        let replaced = {
+            let (_gate, mut state) = self.write_state().await;
+            self.since_snapshot.store(0, Ordering::Release);
+            state.last_applied = meta.last_log_id;
+            state.membership = meta.last_membership.clone();
+            std::mem::replace(&mut state.ledger, ledger)
+        };
+        tokio::task::spawn_blocking(move || drop(replaced));
         Ok(())
     }
 
