@@ -140,9 +140,10 @@ pub struct StateMachineStore {
     /// encoding holds it exclusively (and the state's read lock), each apply or install
     /// shares it while it holds the state's write lock. Without it an apply blocked on the
     /// write lock for the whole encoding (seconds for a busy group) and held one of the
-    /// runtime's worker threads with it; the next reader of the state (the monitor, a timer)
-    /// then waited behind that queued writer and held the other, so the node stopped
-    /// answering anything, forwarding and Raft messages included, until the encoding ended.
+    /// runtime's worker threads with it; the next reader of the state (the monitor's gauges,
+    /// read on every node every few seconds) then waited behind that queued writer and held
+    /// the other, so the node stopped answering anything, forwarding and Raft messages
+    /// included, until the encoding ended.
     encoding: Arc<tokio::sync::RwLock<()>>,
 }
 
